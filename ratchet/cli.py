@@ -1,0 +1,131 @@
+"""The `ratchet` command: thin argument parsing; every subcommand calls the library.
+
+Exit codes: 0 success, 1 a gate or check said no, 2 unusable input (the message says
+what to change), 3 an unexpected internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ratchet.errors import RatchetError
+
+EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from ratchet.data.synth import SynthConfig, write_transactions
+
+    config = SynthConfig(
+        rows=args.rows, seed=args.seed, start=args.start, days=args.days,
+        new_country=args.new_country, new_country_day=args.new_country_day,
+        new_pattern_day=args.new_pattern_day, seasonality=args.seasonality,
+    )
+    path = write_transactions(config, args.out, progress=not args.quiet)
+    print(f"wrote {config.rows:,} transactions to {path}")
+    return EXIT_OK
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from ratchet.contracts.gate import run_gate
+
+    return run_gate(args.scores, args.contract, args.format)
+
+
+def _cmd_pipeline_run(args: argparse.Namespace) -> int:
+    from ratchet.release import run_release_cli
+
+    return run_release_cli(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ratchet.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand (also used to render --help)."""
+    p = argparse.ArgumentParser(
+        prog="ratchet",
+        description="Continuous deployment for critical ML models: build, gate, register and roll out.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("synth", help="generate synthetic card transactions (Parquet)",
+                       description="Generate synthetic card transactions with fraud patterns, "
+                       "label delays and scenario knobs. Deterministic per seed.")
+    s.add_argument("--rows", type=int, default=200_000, help="number of transactions (default 200000)")
+    s.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    s.add_argument("--out", required=True, help="output Parquet file")
+    s.add_argument("--start", default="2025-01-01", help="first day, ISO date (default 2025-01-01)")
+    s.add_argument("--days", type=int, default=365, help="number of days covered (default 365)")
+    s.add_argument("--new-country", default="BR", help="country that launches mid-period ('' for none)")
+    s.add_argument("--new-country-day", type=int, default=None,
+                   help="day index the new country launches (default: half-way)")
+    s.add_argument("--new-pattern-day", type=int, default=None,
+                   help="day index a new fraud pattern emerges (default: two thirds in; -1 for never)")
+    s.add_argument("--seasonality", type=float, default=0.25,
+                   help="amplitude of weekly/yearly volume seasonality, 0..1 (default 0.25)")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_cmd_synth)
+
+    g = sub.add_parser("gate", help="judge scored data against a contract",
+                       description="Gate scored data (label, baseline_score, candidate_score, "
+                       "optional thresholds and slice columns) against a contract. Exit 0 when "
+                       "no blocking clause fails, 1 when one does, 2 for unusable input.")
+    g.add_argument("--scores", required=True, help="Parquet or CSV of scored rows")
+    g.add_argument("--contract", required=True, help="contract YAML (e.g. contracts/fraud.yaml)")
+    g.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
+    g.set_defaults(func=_cmd_gate)
+
+    pl = sub.add_parser("pipeline", help="the Kubeflow release pipeline")
+    plsub = pl.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+    r = plsub.add_parser("run", help="run the release pipeline",
+                         description="Run the release pipeline: Spark training set, data checks, "
+                         "XGBoost training, evaluation against @production, contract gate, "
+                         "registration in MLflow (@staging only if the gate passes).")
+    r.add_argument("--local", action="store_true", required=True,
+                   help="run on kfp's local SubprocessRunner (the only mode so far)")
+    r.add_argument("--data", required=True, help="raw transactions (Parquet file or directory)")
+    r.add_argument("--spec", default="specs/fraud.yaml", help="training spec YAML (default specs/fraud.yaml)")
+    r.add_argument("--contract", default="contracts/fraud.yaml", help="contract YAML (default contracts/fraud.yaml)")
+    r.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    r.add_argument("--model-name", default="fraud", help="registered model name (default fraud)")
+    r.add_argument("--as-of", default=None, help="release date, ISO (default: from the spec or the data)")
+    r.add_argument("--bootstrap", action="store_true",
+                   help="no production model yet: pass on absolute bounds alone and go to @production")
+    r.add_argument("--workdir", default="runs", help="where pipeline outputs go (default ./runs)")
+    r.add_argument("--format", choices=["text", "json"], default="text")
+    r.set_defaults(func=_cmd_pipeline_run)
+
+    d = sub.add_parser("demo", help="the main job: synthetic data, a bootstrap release, a gated release",
+                       description="Generate synthetic data, run a bootstrap release (v1 -> production) "
+                       "and a second release on later data (v2 -> gated -> @staging), then print a summary.")
+    d.add_argument("--rows", type=int, default=200_000, help="transactions to generate (default 200000)")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--out", default="demo-out", help="demo folder: data, MLflow store, runs (default demo-out)")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ratchet` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except RatchetError as exc:
+        print(f"ratchet: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ratchet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

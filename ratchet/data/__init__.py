@@ -1,0 +1,1 @@
+"""Transactions: synthetic generator, Spark training-set job, data checks."""
