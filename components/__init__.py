@@ -1,0 +1,1 @@
+"""Kubeflow components: thin typed wrappers; the work lives in ratchet.release."""

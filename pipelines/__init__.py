@@ -1,0 +1,1 @@
+"""Kubeflow pipelines built from components/, and their compiled YAML."""

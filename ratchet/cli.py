@@ -35,7 +35,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from ratchet.release import run_release_cli
+    from pipelines.local import run_release_cli
 
     return run_release_cli(args)
 

@@ -1,0 +1,82 @@
+"""The release pipeline's components, one per step.
+
+Each is a lightweight Python component: typed inputs and outputs, imports inside,
+nothing but argument plumbing; ratchet.release does the work. They run in the
+project image (components/image.py), which already holds kfp and ratchet.
+
+    training_set -> train -> evaluate -> register -> [gate passed] promote
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.image import RATCHET_IMAGE
+
+
+@dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
+def training_set(data_path: str, spec_yaml: str, spec_name: str, as_of: str, tracking_uri: str,
+                 model_name: str, report_dir: str, dataset: Output[Dataset]):
+    """Build the point-in-time training set on Spark and run the data checks."""
+    from ratchet.release import training_set_step
+
+    summary = training_set_step(data_path, spec_yaml, spec_name, as_of, tracking_uri, model_name,
+                                dataset.path, report_dir)
+    dataset.metadata.update({"rows_train": summary.get("rows_train"), "rows_test": summary.get("rows_test")})
+
+
+@dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
+def train(dataset: Input[Dataset], spec_yaml: str, spec_name: str, report_dir: str, model: Output[Model]):
+    """Train XGBoost (hist) on the train window."""
+    import os
+
+    from ratchet.release import train_step
+
+    info = train_step(os.path.join(dataset.path, "train.parquet"), spec_yaml, spec_name,
+                      os.path.join(model.path, "model.ubj"), report_dir)
+    model.metadata.update({"framework": "xgboost", "format": "ubj", "rows": info["rows"]})
+
+
+@dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
+def evaluate(dataset: Input[Dataset], model: Input[Model], contract_yaml: str, contract_name: str,
+             tracking_uri: str, model_name: str, bootstrap: bool, report_dir: str,
+             evaluation: Output[dsl.Artifact], metrics: Output[Metrics],
+             verdict: Output[HTML]) -> NamedTuple("Gate", [("passed", bool), ("stage", str)]):
+    """Score candidate and @production on the test window; judge the contract."""
+    import json
+    import os
+    import shutil
+    from collections import namedtuple
+
+    from ratchet.release import evaluate_step
+
+    passed, stage = evaluate_step(os.path.join(dataset.path, "test.parquet"), os.path.join(model.path, "model.ubj"),
+                                  contract_yaml, contract_name, tracking_uri, model_name, bootstrap,
+                                  evaluation.path, report_dir)
+    result = json.load(open(os.path.join(evaluation.path, "evaluation.json")))
+    for key, value in result["metrics"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(key, float(value))
+    shutil.copyfile(os.path.join(evaluation.path, "verdict.html"), verdict.path)
+    return namedtuple("Gate", ["passed", "stage"])(passed, stage)
+
+
+@dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
+def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[dsl.Artifact], spec_yaml: str,
+             spec_name: str, tracking_uri: str, model_name: str, report_dir: str) -> int:
+    """Log the release to MLflow and register the version (candidate or rejected)."""
+    import os
+
+    from ratchet.release import register_step
+
+    return register_step(os.path.join(model.path, "model.ubj"), spec_yaml, spec_name, dataset.path,
+                         evaluation.path, tracking_uri, model_name, report_dir)
+
+
+@dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
+def promote(version: int, stage: str, tracking_uri: str, model_name: str, report_dir: str):
+    """Give the version the alias its gate earned."""
+    from ratchet.release import promote_step
+
+    promote_step(version, stage, tracking_uri, model_name, report_dir)

@@ -1,0 +1,151 @@
+"""Run the release pipeline on kfp's local SubprocessRunner (the embedded default).
+
+Inputs are checked before anything starts (spec, contract, data path, registry state),
+so bad input is refused in a second with a message naming it. After the run, the
+summary comes from the report folder: release.json on success, failure.json naming the
+step that broke otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ratchet.errors import RatchetError
+from ratchet.release import FAILURE_FILE, SUMMARY_FILE, check_release_preconditions
+from ratchet.registry.store import absolute_tracking_uri, default_tracking_uri
+
+EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+SUMMARY_METRICS = ("auc", "average_precision", "recall_at_fpr", "block_rate", "rows")
+
+
+@dataclass
+class ReleaseOutcome:
+    """What a release run ended with: a registered version and verdict, or the broken step."""
+
+    report_dir: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    failure: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.failure:
+            return EXIT_BAD_INPUT if self.failure.get("user_error") else EXIT_INTERNAL
+        return EXIT_OK if self.summary.get("passed") else EXIT_REJECTED
+
+    def to_json(self) -> dict[str, Any]:
+        if self.failure:
+            return {"ok": False, "failed_step": self.failure.get("step"), "error": self.failure.get("message"),
+                    "report_dir": self.report_dir}
+        m = self.summary.get("metrics", {})
+        return {
+            "ok": True,
+            "version": self.summary.get("version"),
+            "verdict": "passed" if self.summary.get("passed") else "rejected",
+            "reason": self.summary.get("reason"),
+            "stage": self.summary.get("stage"),
+            "baseline_version": self.summary.get("baseline_version"),
+            "metrics": {k: m.get(k) for k in SUMMARY_METRICS},
+            "baseline_metrics": {k: m.get(f"baseline_{k}") for k in SUMMARY_METRICS if f"baseline_{k}" in m},
+            "windows": self.summary.get("windows"),
+            "report_dir": self.report_dir,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def preflight(data: str, spec_path: str, contract_path: str, tracking_uri: str, model_name: str,
+              bootstrap: bool) -> tuple[str, str]:
+    """Validate everything that can be validated before the pipeline starts; returns (spec, contract) text."""
+    from ratchet.contracts import load_contract
+    from ratchet.train.spec import load_spec
+
+    load_spec(spec_path)
+    load_contract(contract_path)
+    if not Path(data).exists():
+        raise RatchetError(f"--data {data}: no such file or directory; point it at Parquet transactions "
+                           "(e.g. from `ratchet synth --out data.parquet`)")
+    check_release_preconditions(tracking_uri, model_name, bootstrap)
+    return Path(spec_path).read_text(encoding="utf-8"), Path(contract_path).read_text(encoding="utf-8")
+
+
+def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: str | None = None,
+                model_name: str = "fraud", as_of: str | None = None, bootstrap: bool = False,
+                workdir: str = "runs", quiet: bool = False) -> ReleaseOutcome:
+    """Run one release on kfp's local runner and return its outcome (raises on bad input)."""
+    uri = absolute_tracking_uri(tracking_uri) if tracking_uri else default_tracking_uri()
+    spec_yaml, contract_yaml = preflight(data, spec_path, contract_path, uri, model_name, bootstrap)
+    run_id = datetime.now(timezone.utc).strftime("release-%Y%m%d-%H%M%S-%f")
+    report_dir = (Path(workdir) / run_id).resolve()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    from kfp import local
+
+    from pipelines.release import release_pipeline
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(report_dir / "outputs"),
+               raise_on_error=True)
+    started = time.perf_counter()
+    sink = open(os.devnull, "w") if quiet else sys.stderr
+    try:
+        with contextlib.redirect_stdout(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            release_pipeline(data_path=str(Path(data).resolve()), spec_yaml=spec_yaml, spec_name=spec_path,
+                             contract_yaml=contract_yaml, contract_name=contract_path, tracking_uri=uri,
+                             report_dir=str(report_dir), model_name=model_name, as_of=as_of or "",
+                             bootstrap=bootstrap)
+    except RuntimeError as exc:
+        failure_path = report_dir / FAILURE_FILE
+        failure = json.loads(failure_path.read_text()) if failure_path.exists() else {
+            "step": "pipeline", "message": str(exc), "user_error": False}
+        return ReleaseOutcome(str(report_dir), failure=failure, seconds=time.perf_counter() - started)
+    finally:
+        if sink is not sys.stderr:
+            sink.close()
+    summary = json.loads((report_dir / SUMMARY_FILE).read_text())
+    return ReleaseOutcome(str(report_dir), summary=summary, seconds=time.perf_counter() - started)
+
+
+def format_outcome(outcome: ReleaseOutcome, model_name: str) -> str:
+    """A short human summary of one release."""
+    j = outcome.to_json()
+    if not j["ok"]:
+        return f"release FAILED at step '{j['failed_step']}': {j['error']}\n  reports: {j['report_dir']}"
+    m = j["metrics"]
+    stage = f"@{j['stage']}" if j["stage"] else "no alias"
+    lines = [f"{model_name} version {j['version']}: {j['verdict']} -> {stage}  ({j['reason']})",
+             "  test metrics: " + ", ".join(f"{k}={_fmt(m.get(k))}" for k in SUMMARY_METRICS)]
+    if j.get("baseline_metrics"):
+        lines.append(f"  production v{j['baseline_version']}: " +
+                     ", ".join(f"{k}={_fmt(v)}" for k, v in j["baseline_metrics"].items()))
+    lines.append(f"  reports: {j['report_dir']}  ({j['seconds']}s)")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def run_release_cli(args: argparse.Namespace) -> int:
+    """`ratchet pipeline run --local`: run, print text or JSON, exit 0/1/2/3."""
+    outcome = run_release(args.data, args.spec, args.contract, tracking_uri=args.tracking_uri,
+                          model_name=args.model_name, as_of=args.as_of, bootstrap=args.bootstrap,
+                          workdir=args.workdir, quiet=args.format == "json")
+    if args.format == "json":
+        print(json.dumps(outcome.to_json(), indent=2, default=str))
+    else:
+        print(format_outcome(outcome, args.model_name))
+    return outcome.exit_code

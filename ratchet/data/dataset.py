@@ -1,0 +1,248 @@
+"""Read a user's raw transactions with Spark and give them ratchet's canonical columns.
+
+The training spec's ``dataset.columns`` maps canonical names to the user's names; this
+module reads the file (Parquet file, directory or glob; or CSV), renames and casts the
+columns, derives ``label_available_at`` from ``dataset.label_delay_days`` when the data
+lacks it, and says exactly what is missing when something is. Nothing here runs a Spark
+job except CSV header discovery; counting happens once, in the training-set job.
+
+    tx = read_transactions(spark, "data/transactions.parquet", spec)
+    df = apply_filters(tx.df, spec.filters)
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ratchet.data import columns as C
+from ratchet.errors import MissingColumnError, RatchetError
+from ratchet.train.spec import Filter, TrainingSpec, feature_needs
+
+#: Spark type of every canonical column after reading (the schema check compares to this).
+CANONICAL_TYPES: dict[str, str] = {
+    C.TRANSACTION_ID: "string", C.TS: "timestamp", C.CARD_ID: "string", C.MERCHANT_ID: "string",
+    C.MERCHANT_CATEGORY: "string", C.COUNTRY: "string", C.CARD_COUNTRY: "string", C.CHANNEL: "string",
+    C.AMOUNT: "double", C.IS_FRAUD: "int", C.LABEL_AVAILABLE_AT: "timestamp",
+}
+
+_STRING_COLUMNS = (C.TRANSACTION_ID, C.CARD_ID, C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL)
+
+
+@dataclass(frozen=True)
+class Transactions:
+    """Raw transactions under canonical names; `df` is lazy and unfiltered."""
+
+    df: DataFrame
+    path: str  # absolute path (or glob) that was read
+    files: tuple[str, ...]  # the data files, sorted; what the content hash covers
+    columns: tuple[str, ...]  # canonical columns present (label_available_at included once derived)
+    source_columns: tuple[str, ...]  # the columns the file has
+    label_available_derived: bool  # True when label_available_at came from label_delay_days
+
+
+def list_data_files(path: str | Path) -> tuple[tuple[str, ...], str]:
+    """The data files behind `path` (a file, a directory or a glob), sorted, and their format.
+
+    Hidden and bookkeeping files (``.crc``, ``_SUCCESS``) are skipped. CSV when every file
+    ends in .csv or .csv.gz, Parquet otherwise. Raises RatchetError naming the path when
+    nothing is there.
+    """
+    p = str(path)
+    if any(ch in p for ch in "*?["):
+        files = [f for f in globmod.glob(p, recursive=True) if os.path.isfile(f)]
+    elif os.path.isdir(p):
+        files = []
+        for root, dirs, names in os.walk(p):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+            files += [os.path.join(root, n) for n in names if not n.startswith((".", "_"))]
+    elif os.path.isfile(p):
+        files = [p]
+    else:
+        raise RatchetError(f"{p}: no such file or directory; check the dataset path")
+    if not files:
+        raise RatchetError(f"{p}: no data files found there; expected Parquet or CSV files")
+    files = sorted(os.path.abspath(f) for f in files)
+    fmt = "csv" if all(f.lower().endswith((".csv", ".csv.gz")) for f in files) else "parquet"
+    return tuple(files), fmt
+
+
+def content_hash(files: tuple[str, ...] | list[str]) -> str:
+    """sha256 over the bytes of `files`, in the given (sorted) order."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def data_snapshot(tx: Transactions, rows: int) -> dict[str, object]:
+    """What identifies the data a model was trained on: path, raw row count, content hash."""
+    return {"path": tx.path, "rows": int(rows), "content_hash": content_hash(tx.files)}
+
+
+def read_raw(spark: SparkSession, path: str | Path) -> tuple[DataFrame, tuple[str, ...], str]:
+    """Read the raw file(s) as they are; returns (frame, files, absolute path)."""
+    files, fmt = list_data_files(path)
+    target = str(path)
+    abs_path = target if any(ch in target for ch in "*?[") else os.path.abspath(target)
+    try:
+        if fmt == "csv":
+            # Everything as strings: casting is ours, so a bad value becomes a null the
+            # null-rate check reports instead of a parse error deep inside Spark.
+            df = spark.read.option("header", True).option("inferSchema", False).csv(list(files))
+        else:
+            df = spark.read.parquet(*files)
+    except Exception as exc:  # Spark raises AnalysisException, Py4JJavaError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RatchetError(f"{abs_path}: cannot read the data as {fmt} ({first[:300]})") from None
+    return df, files, abs_path
+
+
+def _find(df: DataFrame, name: str) -> str | None:
+    """The file's column called `name` (exact match first, then case-insensitive)."""
+    if name in df.columns:
+        return name
+    lowered = [c for c in df.columns if c.lower() == name.lower()]
+    return lowered[0] if len(lowered) == 1 else None
+
+
+def label_source(spec: TrainingSpec) -> str:
+    """The source column of the label: the mapping of is_fraud, else `label:` when it is not canonical."""
+    if C.IS_FRAUD in spec.dataset.columns:
+        return spec.dataset.columns[C.IS_FRAUD]
+    return spec.label if spec.label not in C.CANONICAL else C.IS_FRAUD
+
+
+def _timestamp(col: Column, dtype: T.DataType, fmt: str | None) -> Column:
+    """A column of any reasonable time type as a Spark timestamp (UTC)."""
+    if isinstance(dtype, (T.TimestampType,)):
+        return col
+    if isinstance(dtype, (T.TimestampNTZType, T.DateType)):
+        return col.cast("timestamp")
+    if isinstance(dtype, T.StringType):
+        return F.try_to_timestamp(col, F.lit(fmt)) if fmt else col.try_cast("timestamp")
+    if isinstance(dtype, T.NumericType):
+        # Epoch numbers: the unit follows from the magnitude (s < 1e11 <= ms < 1e14 <= us < 1e17 <= ns),
+        # so nanosecond Parquet timestamps read as longs and millisecond exports both work.
+        x = col.cast("double")
+        a = F.abs(x)
+        micros = (F.when(a >= 1e17, x / 1e3).when(a >= 1e14, x).when(a >= 1e11, x * 1e3).otherwise(x * 1e6))
+        return F.timestamp_micros(micros.cast("long"))
+    raise RatchetError(f"cannot read a column of type {dtype.simpleString()} as a timestamp")
+
+
+def _label(col: Column, dtype: T.DataType) -> Column:
+    if isinstance(dtype, T.StringType):
+        s = F.lower(F.trim(col))
+        return (F.when(s.isin("1", "true", "t", "yes", "y"), 1).when(s.isin("0", "false", "f", "no", "n"), 0)
+                .otherwise(s.try_cast("int")))
+    if isinstance(dtype, T.BooleanType):
+        return col.cast("int")
+    return col.try_cast("int")
+
+
+def canonicalize(raw: DataFrame, spec: TrainingSpec, source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
+    """Rename and cast `raw` to canonical columns; raise MissingColumnError for what is missing.
+
+    Returns (frame with only canonical columns, canonical columns present, derived label time).
+    """
+    ds = spec.dataset
+    have = ", ".join(raw.columns)
+    sources: dict[str, str] = {}
+    for canon in C.CANONICAL:
+        wanted = label_source(spec) if canon == C.IS_FRAUD else ds.source(canon)
+        found = _find(raw, wanted)
+        if found is not None:
+            sources[canon] = found
+        elif canon in C.REQUIRED:
+            raise MissingColumnError(
+                f"{source_label}: required column '{canon}' not found: looked for '{wanted}'; "
+                f"the data has: {have}. Map it under dataset.columns ({canon}: YOUR_COLUMN)")
+
+    present = set(sources)
+    for feature in spec.features:
+        lacking = [c for c in (feature_needs(feature) or ()) if c not in present]
+        if lacking:
+            raise MissingColumnError(
+                f"feature '{feature}' needs columns {', '.join(lacking)}, which the dataset lacks: "
+                f"map them under dataset.columns or remove the feature from features: (the data has: {have})")
+    for flt in spec.filters:
+        if flt.column not in present:
+            raise MissingColumnError(
+                f"filter on '{flt.column}' needs that column, which the dataset lacks "
+                f"(looked for '{ds.source(flt.column)}'; the data has: {have}): map it or remove the filter")
+
+    derived = C.LABEL_AVAILABLE_AT not in present
+    if derived and ds.label_delay_days is None:
+        raise MissingColumnError(
+            f"{source_label}: no label_available_at column (looked for '{ds.source(C.LABEL_AVAILABLE_AT)}') "
+            "and no dataset.label_delay_days in the spec, so ratchet cannot tell when each label became final. "
+            "Add `label_delay_days: N` under dataset: (labels final N days after the transaction), "
+            "or map label_available_at under dataset.columns")
+
+    dtypes = {f.name: f.dataType for f in raw.schema.fields}
+    out: list[Column] = []
+    for canon, src in sources.items():
+        col, dtype = F.col(f"`{src}`"), dtypes[src]
+        if canon in (C.TS, C.LABEL_AVAILABLE_AT):
+            try:
+                expr = _timestamp(col, dtype, ds.timestamp_format)
+            except RatchetError as exc:
+                raise RatchetError(f"{source_label}: column '{src}' ({canon}): {exc}") from None
+        elif canon == C.AMOUNT:
+            expr = col.try_cast("double")
+        elif canon == C.IS_FRAUD:
+            expr = _label(col, dtype)
+        else:
+            # Float ids (pandas turns int columns with gaps into floats) print without ".0".
+            expr = col.try_cast("long").cast("string") if isinstance(dtype, T.FractionalType) else col.cast("string")
+        out.append(expr.alias(canon))
+    df = raw.select(*out)
+    if derived:
+        delay_us = int(round(float(ds.label_delay_days) * 86400 * 1_000_000))  # type: ignore[arg-type]
+        df = df.withColumn(C.LABEL_AVAILABLE_AT, F.timestamp_micros(F.unix_micros(F.col(C.TS)) + F.lit(delay_us)))
+        present.add(C.LABEL_AVAILABLE_AT)
+    ordered = tuple(c for c in C.CANONICAL if c in present)
+    return df.select(*ordered), ordered, derived
+
+
+def read_transactions(spark: SparkSession, path: str | Path, spec: TrainingSpec) -> Transactions:
+    """Read `path` and map it to canonical columns, typed; raises RatchetError/MissingColumnError.
+
+        tx = read_transactions(get_spark(), "data/tx.parquet", load_spec("specs/fraud.yaml"))
+    """
+    raw, files, abs_path = read_raw(spark, path)
+    df, present, derived = canonicalize(raw, spec, source_label=abs_path)
+    return Transactions(df=df, path=abs_path, files=files, columns=present,
+                        source_columns=tuple(raw.columns), label_available_derived=derived)
+
+
+def filter_condition(filters: tuple[Filter, ...] | list[Filter]) -> Column:
+    """One boolean column for all filters (rows where a filter is null are dropped)."""
+    cond: Column = F.lit(True)
+    for f in filters:
+        col = F.col(f.column)
+        if f.op == "in":
+            c = col.isin(list(f.value))
+        elif f.op == "not_in":
+            c = ~col.isin(list(f.value))
+        else:
+            value = F.lit(f.value)
+            c = {"==": col == value, "!=": col != value, ">": col > value, ">=": col >= value,
+                 "<": col < value, "<=": col <= value}[f.op]
+        cond = cond & F.coalesce(c, F.lit(False))
+    return cond
+
+
+def apply_filters(df: DataFrame, filters: tuple[Filter, ...] | list[Filter]) -> DataFrame:
+    """Rows that pass every spec filter (canonical column names)."""
+    return df.where(filter_condition(filters)) if filters else df

@@ -1,0 +1,97 @@
+"""Evaluate a candidate against @production on the same out-of-time test set.
+
+Scores both models on the test window, builds the scored table the contract engine
+reads (label, baseline_score, candidate_score and the slice columns) and returns the
+verdict. With no production model (`bootstrap`), only absolute bounds are judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ratchet.data import columns as C
+from ratchet.errors import MissingColumnError
+from ratchet.train.trainer import LABEL_COLUMN, predict
+
+SLICE_COLUMNS = (C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL, C.AMOUNT, C.CARD_ID, C.TS)
+METRIC_KEYS = ("auc", "average_precision", "recall_at_fpr", "fpr", "recall", "block_rate", "rows")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The contract verdict on a candidate, with its renderings and headline metrics."""
+
+    passed: bool
+    verdict: Any  # ratchet.contracts Verdict
+    metrics: dict[str, float]
+    reason: str
+
+    def renderings(self) -> dict[str, str]:
+        """The verdict as files: JSON, Markdown, HTML and plain text."""
+        import json
+
+        return {
+            "verdict.json": json.dumps(self.verdict.to_dict(), indent=2, default=str),
+            "verdict.md": self.verdict.to_markdown(),
+            "verdict.html": self.verdict.to_html(),
+            "verdict.txt": self.verdict.to_text(),
+        }
+
+
+def scored_table(test: pd.DataFrame, candidate, baseline=None) -> pd.DataFrame:
+    """label, candidate_score, baseline_score (when there is a baseline) and slice columns."""
+    if LABEL_COLUMN not in test.columns:
+        raise MissingColumnError(f"the test set has no '{LABEL_COLUMN}' column")
+    out = pd.DataFrame({"label": test[LABEL_COLUMN].astype("int8").to_numpy()})
+    out["candidate_score"] = predict(candidate, test)
+    if baseline is not None:
+        missing = [f for f in (baseline.feature_names or []) if f not in test.columns]
+        if missing:
+            raise MissingColumnError(
+                f"the production model needs feature(s) {', '.join(missing)} that the current spec does not "
+                "build; keep them in the spec's features: so both models can be compared on the same rows"
+            )
+        out["baseline_score"] = predict(baseline, test)
+    for col in SLICE_COLUMNS:
+        if col in test.columns:
+            out[col] = test[col].to_numpy()
+    return out
+
+
+def headline_metrics(verdict: Any, rows: int) -> dict[str, float]:
+    """The candidate's overall test metrics, plus the baseline's prefixed `baseline_`."""
+    overall = verdict.overall
+    cand = overall.get("candidate", overall)
+    metrics: dict[str, float] = {k: cand.get(k) for k in METRIC_KEYS if cand.get(k) is not None}
+    metrics["rows"] = rows
+    base = overall.get("baseline") or {}
+    metrics.update({f"baseline_{k}": base[k] for k in METRIC_KEYS if base.get(k) is not None and k != "rows"})
+    return metrics
+
+
+def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract) -> Evaluation:
+    """Score, judge against the contract, summarise."""
+    from ratchet.contracts import evaluate_contract
+
+    scored = scored_table(test, candidate, baseline)
+    verdict = evaluate_contract(contract, scored)
+    failures = verdict.failures()
+    if verdict.passed:
+        reason = "gate passed" + (" (bootstrap: absolute bounds only)" if baseline is None else "")
+    else:
+        reason = "gate failed: " + "; ".join(_describe(f) for f in failures[:5])
+    return Evaluation(verdict.passed, verdict, headline_metrics(verdict, len(scored)), reason)
+
+
+def _describe(failure: Any) -> str:
+    get = failure.get if isinstance(failure, dict) else (lambda k, d=None: getattr(failure, k, d))
+    name, slc = get("name"), get("slice")
+    where = f" for {slc}" if slc and slc not in ("overall", "all") else ""
+    return f"{name}{where} (baseline {_fmt(get('baseline'))}, candidate {_fmt(get('candidate'))})"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,246 @@
+"""MLflow-backed registry: log a release, register a version, move aliases, keep history."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ratchet.errors import RegistryError
+
+STAGES: tuple[str, ...] = ("staging", "shadow", "canary", "production")
+STATES: tuple[str, ...] = ("candidate", "rejected", "staging", "shadow", "canary", "production", "retired", "rolled_back")
+EXPERIMENT = "ratchet-releases"
+MODEL_PIP_REQUIREMENTS = ["xgboost", "pandas<3", "numpy"]
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else a SQLite file in the current directory (absolute)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or absolute_tracking_uri("sqlite:///mlflow.db")
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Make a relative sqlite:/// or file path URI absolute, so subprocesses agree on it."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go next to the database file, not into the cwd."""
+    if uri.startswith("sqlite:///"):
+        db = Path(urlparse(uri).path)
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """Everything a release logs: enough to rebuild and explain the version."""
+
+    model_path: str
+    spec_yaml: str
+    spec_hash: str
+    snapshot: dict[str, Any]
+    windows: dict[str, str]
+    metrics: dict[str, float]
+    verdict: dict[str, Any]
+    verdict_renderings: dict[str, str] = field(default_factory=dict)  # file name -> content
+    passed: bool = False
+    reason: str = ""
+    code_revision: str = "unknown"
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    extra_artifacts: dict[str, str] = field(default_factory=dict)  # artifact dir -> local file or folder
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Registry:
+    """Thin wrapper over MlflowClient for one registered model."""
+
+    def __init__(self, tracking_uri: str | None = None, model_name: str = "fraud") -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.tracking_uri = absolute_tracking_uri(tracking_uri) if tracking_uri else default_tracking_uri()
+        self.model_name = model_name
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self._mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    # ---- reading -------------------------------------------------------------------
+    def alias_version(self, alias: str) -> int | None:
+        """The version holding an alias, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return int(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def aliases(self) -> dict[str, int]:
+        """Every alias of the model and its version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            return {}
+        return {a: int(v) for a, v in (rm.aliases or {}).items()}
+
+    def tags(self, version: int) -> dict[str, str]:
+        """The tags of one version; unknown versions are a RegistryError."""
+        return dict(self._version(version).tags)
+
+    def versions(self) -> list[int]:
+        """All registered version numbers, ascending."""
+        found = self.client.search_model_versions(f"name='{self.model_name}'")
+        return sorted(int(v.version) for v in found)
+
+    def history(self, version: int) -> list[dict[str, Any]]:
+        """The transitions recorded on a version, oldest first."""
+        tags = self.tags(version)
+        return [json.loads(tags[k]) for k in sorted(t for t in tags if t.startswith("history."))]
+
+    def load_booster(self, version: int):  # -> xgboost.Booster
+        """Load a version's model (XGBoost's own format) from the registry."""
+        import mlflow.xgboost
+
+        self._version(version)
+        return mlflow.xgboost.load_model(f"models:/{self.model_name}/{version}")
+
+    def previous_rows(self) -> int | None:
+        """Training-set rows of the newest registered version, for the row-count check."""
+        versions = self.versions()
+        if not versions:
+            return None
+        rows = self.tags(versions[-1]).get("data_rows")
+        return int(rows) if rows else None
+
+    def _version(self, version: int):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(self.model_name, str(version))
+        except MlflowException:
+            raise RegistryError(
+                f"model '{self.model_name}' has no version {version} in {self.tracking_uri}; "
+                f"known versions: {self.versions() or 'none'}"
+            ) from None
+
+    # ---- writing -------------------------------------------------------------------
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(self.tracking_uri))
+
+    def register(self, release: ReleaseRecord) -> int:
+        """Log a release as an MLflow run, register its model and tag the version.
+
+        The version is tagged `candidate` when the gate passed and `rejected` (with the
+        reason) when it did not; aliases are set separately (see set_stage).
+        """
+        import mlflow
+        import mlflow.xgboost
+
+        from ratchet.train.trainer import load_model
+
+        booster = load_model(release.model_path)
+        exp_id = self._experiment_id()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mlflow.start_run(experiment_id=exp_id, run_name=f"release-{release.spec_hash[:8]}") as run:
+                mlflow.log_params({k: str(v)[:500] for k, v in release.params.items()})
+                mlflow.log_metrics({k: float(v) for k, v in release.metrics.items() if v is not None})
+                mlflow.set_tags({"ratchet.spec_hash": release.spec_hash, "ratchet.code_revision": release.code_revision,
+                                 "ratchet.verdict": "passed" if release.passed else "failed"})
+                with tempfile.TemporaryDirectory() as tmp:
+                    t = Path(tmp)
+                    files = {
+                        "spec.yaml": release.spec_yaml,
+                        "data_snapshot.json": json.dumps(release.snapshot, indent=2),
+                        "windows.json": json.dumps(release.windows, indent=2),
+                        "verdict.json": json.dumps(release.verdict, indent=2, default=str),
+                        **release.verdict_renderings,
+                    }
+                    for name, content in files.items():
+                        (t / name).write_text(content, encoding="utf-8")
+                        mlflow.log_artifact(str(t / name), artifact_path="release")
+                for dest, local in release.extra_artifacts.items():
+                    if Path(local).is_dir():
+                        mlflow.log_artifacts(local, artifact_path=dest)
+                    else:
+                        mlflow.log_artifact(local, artifact_path=dest)
+                info = mlflow.xgboost.log_model(booster, name="model", model_format="ubj",
+                                                pip_requirements=MODEL_PIP_REQUIREMENTS)
+            mv = mlflow.register_model(info.model_uri, self.model_name)
+        version = int(mv.version)
+        state = "candidate" if release.passed else "rejected"
+        tags = {
+            "state": state,
+            "verdict": "passed" if release.passed else "failed",
+            "reason": release.reason[:4000],
+            "spec_hash": release.spec_hash,
+            "data_path": str(release.snapshot.get("path", "")),
+            "data_rows": str(release.snapshot.get("rows", "")),
+            "data_hash": str(release.snapshot.get("content_hash", "")),
+            "code_revision": release.code_revision,
+            "seed": str(release.seed),
+            "run_id": run.info.run_id,
+            "windows": json.dumps(release.windows),
+        }
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.model_name, str(version), k, v)
+        summary = release.verdict_renderings.get("verdict.md") or release.reason
+        self.client.update_model_version(self.model_name, str(version), description=summary[:5000])
+        self.record_transition(version, None, state, actor="release pipeline", reason=release.reason)
+        return version
+
+    def record_transition(self, version: int, from_state: str | None, to_state: str, *, actor: str,
+                          reason: str, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append one event to the version's history (tags history.0001, history.0002, ...)."""
+        tags = self.tags(version)
+        n = 1 + sum(1 for k in tags if k.startswith("history."))
+        event = {"at": _now(), "actor": actor, "from": from_state, "to": to_state, "reason": reason,
+                 "evidence": evidence or {}}
+        self.client.set_model_version_tag(self.model_name, str(version), f"history.{n:04d}",
+                                          json.dumps(event, default=str)[:5000])
+        return event
+
+    def set_stage(self, version: int, stage: str, *, actor: str, reason: str,
+                  evidence: dict[str, Any] | None = None) -> None:
+        """Point alias `stage` at a version, update states and record the transition.
+
+        Moving `production` retires the version that held it. A rejected version can
+        never take a stage: the gate's word stands.
+        """
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage '{stage}'; stages are {', '.join(STAGES)}")
+        tags = self.tags(version)
+        if tags.get("state") == "rejected":
+            raise RegistryError(f"version {version} was rejected by its gate ({tags.get('reason', '')}); "
+                                "it cannot take a stage")
+        previous = self.alias_version(stage)
+        if previous == version and tags.get("state") == stage:
+            return  # already there: idempotent
+        self.client.set_registered_model_alias(self.model_name, stage, str(version))
+        self.client.set_model_version_tag(self.model_name, str(version), "state", stage)
+        self.record_transition(version, tags.get("state"), stage, actor=actor, reason=reason, evidence=evidence)
+        if stage == "production" and previous is not None and previous != version:
+            self.client.set_model_version_tag(self.model_name, str(previous), "state", "retired")
+            self.record_transition(previous, "production", "retired", actor=actor,
+                                   reason=f"replaced by version {version}")

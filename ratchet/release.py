@@ -1,0 +1,197 @@
+"""The release pipeline's steps as plain functions: the executors components/ wraps.
+
+Each step takes paths and strings only (what a Kubeflow component can pass), does its
+work through the domain modules, and on failure writes `failure.json` into the run's
+report folder (step, error type, message) before re-raising, so whoever launched the
+pipeline can say which step broke and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ratchet.errors import RatchetError, RegistryError
+
+FAILURE_FILE = "failure.json"
+SUMMARY_FILE = "release.json"
+
+
+@contextlib.contextmanager
+def reporting(step: str, report_dir: str) -> Iterator[None]:
+    """Run a step; record how it failed in report_dir/failure.json, then re-raise."""
+    started = time.perf_counter()
+    print(f"[ratchet] step {step}: started", flush=True)
+    try:
+        yield
+    except BaseException as exc:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        record = {"step": step, "error": type(exc).__name__, "message": str(exc),
+                  "user_error": isinstance(exc, RatchetError)}
+        if not isinstance(exc, RatchetError):
+            record["traceback"] = traceback.format_exc()
+        (Path(report_dir) / FAILURE_FILE).write_text(json.dumps(record, indent=2))
+        print(f"[ratchet] step {step}: FAILED: {exc}", flush=True)
+        raise
+    _append_timing(report_dir, step, time.perf_counter() - started)
+    print(f"[ratchet] step {step}: done in {time.perf_counter() - started:.1f}s", flush=True)
+
+
+def _append_timing(report_dir: str, step: str, seconds: float) -> None:
+    path = Path(report_dir) / "timings.json"
+    Path(report_dir).mkdir(parents=True, exist_ok=True)
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[step] = round(seconds, 2)
+    path.write_text(json.dumps(timings, indent=2))
+
+
+def code_revision() -> str:
+    """The git commit of the ratchet code (with -dirty), or 'unknown' outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def check_release_preconditions(tracking_uri: str, model_name: str, bootstrap: bool) -> int | None:
+    """The production version to compare against; refuse a bootstrap over an existing one."""
+    from ratchet.registry import Registry
+
+    production = Registry(tracking_uri, model_name).alias_version("production")
+    if bootstrap and production is not None:
+        raise RegistryError(f"model '{model_name}' already has @production (version {production}); "
+                            "--bootstrap is only for the very first release: drop it")
+    if not bootstrap and production is None:
+        raise RegistryError(f"model '{model_name}' has no @production version to compare with; "
+                            "run the first release with --bootstrap")
+    return production
+
+
+def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str, tracking_uri: str,
+                      model_name: str, out_dir: str, report_dir: str) -> dict[str, Any]:
+    """Spark training set + data checks; writes train/test Parquet and trainingset.json."""
+    with reporting("training_set", report_dir):
+        from ratchet.data.trainingset import build_training_set
+        from ratchet.registry import Registry
+        from ratchet.train.spec import parse_spec
+
+        spec = parse_spec(spec_yaml, spec_name)
+        previous = Registry(tracking_uri, model_name).previous_rows()
+        result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous)
+        summary = result.to_dict()
+        Path(out_dir, "trainingset.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+
+def train_step(train_path: str, spec_yaml: str, spec_name: str, model_out: str, report_dir: str) -> dict[str, Any]:
+    """Train XGBoost on the train window; writes the model in UBJSON format."""
+    with reporting("train", report_dir):
+        import pandas as pd
+
+        from ratchet.train.spec import parse_spec
+        from ratchet.train.trainer import save_model, train_model
+
+        spec = parse_spec(spec_yaml, spec_name)
+        result = train_model(pd.read_parquet(train_path), spec)
+        path = save_model(result.booster, model_out)
+        info = {"model_path": str(path), "rows": result.rows, "positives": result.positives,
+                "seconds": round(result.seconds, 2), "features": list(result.features)}
+        print(f"[ratchet] trained on {result.rows:,} rows ({result.positives:,} fraud) in {result.seconds:.1f}s",
+              flush=True)
+        return info
+
+
+def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_name: str, tracking_uri: str,
+                  model_name: str, bootstrap: bool, out_dir: str, report_dir: str) -> tuple[bool, str]:
+    """Score candidate and @production on the test window and judge the contract.
+
+    Returns (passed, target stage): 'production' for a passing bootstrap release,
+    'staging' for a passing regular one, 'rejected' otherwise.
+    """
+    with reporting("evaluate", report_dir):
+        import pandas as pd
+
+        from ratchet.contracts import parse_contract
+        from ratchet.evaluate.release_eval import evaluate_candidate
+        from ratchet.registry import Registry
+        from ratchet.train.trainer import load_model
+
+        contract = parse_contract(contract_yaml, contract_name)
+        production = check_release_preconditions(tracking_uri, model_name, bootstrap)
+        baseline = Registry(tracking_uri, model_name).load_booster(production) if production else None
+        evaluation = evaluate_candidate(pd.read_parquet(test_path), load_model(model_path), baseline, contract)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in evaluation.renderings().items():
+            (out / name).write_text(content, encoding="utf-8")
+        (out / "evaluation.json").write_text(json.dumps(
+            {"passed": evaluation.passed, "reason": evaluation.reason, "metrics": evaluation.metrics,
+             "baseline_version": production, "bootstrap": bootstrap}, indent=2, default=str))
+        print(f"[ratchet] {evaluation.reason}", flush=True)
+        stage = "rejected" if not evaluation.passed else ("production" if bootstrap else "staging")
+        return evaluation.passed, stage
+
+
+def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_dir: str, evaluation_dir: str,
+                  tracking_uri: str, model_name: str, report_dir: str) -> int:
+    """Log the release to MLflow and register the version (candidate or rejected)."""
+    with reporting("register", report_dir):
+        from ratchet.registry import Registry, ReleaseRecord
+        from ratchet.train.spec import parse_spec
+
+        spec = parse_spec(spec_yaml, spec_name)
+        ts = json.loads(Path(trainingset_dir, "trainingset.json").read_text())
+        ev_dir = Path(evaluation_dir)
+        evaluation = json.loads((ev_dir / "evaluation.json").read_text())
+        renderings = {n: (ev_dir / n).read_text() for n in ("verdict.md", "verdict.html", "verdict.txt")}
+        params = {"spec_name": spec.name, "num_boost_round": spec.xgboost.num_boost_round,
+                  "features": ",".join(spec.features), "seed": spec.seed,
+                  "baseline_version": evaluation.get("baseline_version"),
+                  **{f"xgb_{k}": v for k, v in spec.xgboost.params.items()},
+                  **{f"window_{k}": v for k, v in (ts.get("windows") or {}).items()}}
+        record = ReleaseRecord(
+            model_path=model_path, spec_yaml=spec_yaml, spec_hash=spec.spec_hash(),
+            snapshot=ts.get("snapshot", {}), windows=ts.get("windows", {}),
+            metrics={k: v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))},
+            verdict=json.loads((ev_dir / "verdict.json").read_text()), verdict_renderings=renderings,
+            passed=bool(evaluation["passed"]), reason=evaluation["reason"], code_revision=code_revision(),
+            seed=spec.seed, params=params,
+            extra_artifacts={"reports": str(ev_dir / "reports")} if (ev_dir / "reports").is_dir() else {},
+        )
+        version = Registry(tracking_uri, model_name).register(record)
+        summary = {"version": version, "passed": record.passed, "reason": record.reason,
+                   "metrics": evaluation["metrics"], "baseline_version": evaluation.get("baseline_version"),
+                   "bootstrap": evaluation.get("bootstrap"), "stage": None,
+                   "windows": record.windows, "snapshot": record.snapshot}
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        (Path(report_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+        print(f"[ratchet] registered {model_name} version {version} ({'candidate' if record.passed else 'rejected'})",
+              flush=True)
+        return version
+
+
+def promote_step(version: int, stage: str, tracking_uri: str, model_name: str, report_dir: str) -> None:
+    """Set the alias the gate earned (staging, or production for a bootstrap)."""
+    with reporting("promote", report_dir):
+        from ratchet.registry import Registry
+
+        Registry(tracking_uri, model_name).set_stage(
+            version, stage, actor="release pipeline",
+            reason="gate passed" + (" (bootstrap release)" if stage == "production" else ""))
+        path = Path(report_dir) / SUMMARY_FILE
+        summary = json.loads(path.read_text())
+        summary["stage"] = stage
+        path.write_text(json.dumps(summary, indent=2, default=str))
+        print(f"[ratchet] {model_name} version {version} -> @{stage}", flush=True)

@@ -1,0 +1,95 @@
+"""Registry on a real MLflow SQLite store: versions, aliases, tags and history read back."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from ratchet.errors import RegistryError
+from ratchet.registry import Registry, ReleaseRecord
+from ratchet.train.trainer import save_model
+
+
+@pytest.fixture()
+def registry(tmp_path):
+    return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "fraud")
+
+
+@pytest.fixture()
+def model_path(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 3))
+    booster = xgb.train({"tree_method": "hist", "objective": "binary:logistic"},
+                        xgb.DMatrix(x, label=(x[:, 0] > 0.5).astype(int), feature_names=["a", "b", "c"]), 5)
+    return str(save_model(booster, tmp_path / "m"))
+
+
+def record(model_path, passed=True, rows=300, reason="gate passed"):
+    return ReleaseRecord(model_path=model_path, spec_yaml="name: t\n", spec_hash="h" * 64,
+                         snapshot={"path": "/data/x.parquet", "rows": rows, "content_hash": "c" * 64},
+                         windows={"train_start": "2025-01-01"}, metrics={"auc": 0.91, "rows": rows},
+                         verdict={"passed": passed, "clauses": []},
+                         verdict_renderings={"verdict.md": "## verdict\nall good", "verdict.html": "<p>ok</p>"},
+                         passed=passed, reason=reason, code_revision="abc123", seed=7, params={"eta": 0.1})
+
+
+def test_register_tags_and_artifacts(registry, model_path):
+    v = registry.register(record(model_path))
+    assert v == 1
+    tags = registry.tags(v)
+    assert tags["state"] == "candidate" and tags["verdict"] == "passed"
+    assert tags["spec_hash"] == "h" * 64 and tags["data_rows"] == "300" and tags["code_revision"] == "abc123"
+    assert json.loads(tags["windows"]) == {"train_start": "2025-01-01"}
+    assert registry.aliases() == {}
+    run = registry.client.get_run(tags["run_id"])
+    assert run.data.metrics["auc"] == pytest.approx(0.91)
+    names = {a.path for a in registry.client.list_artifacts(tags["run_id"], "release")}
+    assert {"release/spec.yaml", "release/verdict.json", "release/verdict.html", "release/data_snapshot.json"} <= names
+    mv = registry.client.get_model_version("fraud", "1")
+    assert "all good" in mv.description
+    # the model comes back in XGBoost's own format with its feature names
+    assert registry.load_booster(v).feature_names == ["a", "b", "c"]
+
+
+def test_rejected_version_cannot_take_a_stage(registry, model_path):
+    v = registry.register(record(model_path, passed=False, reason="gate failed: fpr"))
+    assert registry.tags(v)["state"] == "rejected"
+    assert registry.tags(v)["reason"] == "gate failed: fpr"
+    with pytest.raises(RegistryError, match="rejected"):
+        registry.set_stage(v, "staging", actor="t", reason="try")
+    assert registry.aliases() == {}
+
+
+def test_stages_history_and_retirement(registry, model_path):
+    v1 = registry.register(record(model_path))
+    registry.set_stage(v1, "production", actor="bootstrap", reason="first")
+    v2 = registry.register(record(model_path))
+    registry.set_stage(v2, "staging", actor="pipeline", reason="gate passed")
+    registry.set_stage(v2, "staging", actor="pipeline", reason="again")  # idempotent: no new event
+    assert registry.aliases() == {"production": 1, "staging": 2}
+    assert [e["to"] for e in registry.history(v2)] == ["candidate", "staging"]
+    registry.set_stage(v2, "production", actor="person", reason="ramp done")
+    assert registry.alias_version("production") == 2
+    assert registry.tags(v1)["state"] == "retired"
+    assert registry.history(v1)[-1]["reason"] == "replaced by version 2"
+    assert registry.previous_rows() == 300
+
+
+def test_unknown_version_and_stage(registry, model_path):
+    with pytest.raises(RegistryError, match="no version 9"):
+        registry.tags(9)
+    v = registry.register(record(model_path))
+    with pytest.raises(RegistryError, match="unknown stage 'prod'"):
+        registry.set_stage(v, "prod", actor="t", reason="x")
+
+
+def test_state_survives_a_fresh_process(registry, model_path, tmp_path):
+    v = registry.register(record(model_path))
+    registry.set_stage(v, "production", actor="t", reason="x")
+    code = ("from ratchet.registry import Registry; import sys; "
+            f"r = Registry(sys.argv[1], 'fraud'); print(r.alias_version('production'), r.tags({v})['state'])")
+    out = subprocess.run([sys.executable, "-c", code, registry.tracking_uri], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["1", "production"]
