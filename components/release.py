@@ -7,8 +7,6 @@ project image (components/image.py), which already holds kfp and ratchet.
     training_set -> train -> evaluate -> register -> [gate passed] promote
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
@@ -42,16 +40,19 @@ def train(dataset: Input[Dataset], spec_yaml: str, spec_name: str, report_dir: s
 def evaluate(dataset: Input[Dataset], model: Input[Model], contract_yaml: str, contract_name: str,
              tracking_uri: str, model_name: str, bootstrap: bool, report_dir: str,
              evaluation: Output[dsl.Artifact], metrics: Output[Metrics],
-             verdict: Output[HTML]) -> NamedTuple("Gate", [("passed", bool), ("stage", str)]):
-    """Score candidate and @production on the test window; judge the contract."""
+             verdict: Output[HTML]) -> bool:
+    """Score candidate and @production on the test window; judge the contract; True if it passed.
+
+    A single return value on purpose: kfp's local runner resolves conditions on a
+    task's `Output` but not on named outputs of a NamedTuple.
+    """
     import json
     import os
     import shutil
-    from collections import namedtuple
 
     from ratchet.release import evaluate_step
 
-    passed, stage = evaluate_step(os.path.join(dataset.path, "test.parquet"), os.path.join(model.path, "model.ubj"),
+    passed = evaluate_step(os.path.join(dataset.path, "test.parquet"), os.path.join(model.path, "model.ubj"),
                                   contract_yaml, contract_name, tracking_uri, model_name, bootstrap,
                                   evaluation.path, report_dir)
     result = json.load(open(os.path.join(evaluation.path, "evaluation.json")))
@@ -59,7 +60,7 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], contract_yaml: str, c
         if isinstance(value, (int, float)):
             metrics.log_metric(key, float(value))
     shutil.copyfile(os.path.join(evaluation.path, "verdict.html"), verdict.path)
-    return namedtuple("Gate", ["passed", "stage"])(passed, stage)
+    return passed
 
 
 @dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
@@ -75,8 +76,8 @@ def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[dsl
 
 
 @dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
-def promote(version: int, stage: str, tracking_uri: str, model_name: str, report_dir: str):
-    """Give the version the alias its gate earned."""
+def promote(version: int, bootstrap: bool, tracking_uri: str, model_name: str, report_dir: str):
+    """Give the version the alias its gate earned: @staging, or @production for a bootstrap."""
     from ratchet.release import promote_step
 
-    promote_step(version, stage, tracking_uri, model_name, report_dir)
+    promote_step(version, "production" if bootstrap else "staging", tracking_uri, model_name, report_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ratchet.errors import RatchetError
 from ratchet.release import FAILURE_FILE, SUMMARY_FILE, check_release_preconditions
@@ -26,6 +27,22 @@ from ratchet.registry.store import absolute_tracking_uri, default_tracking_uri
 
 EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 SUMMARY_METRICS = ("auc", "average_precision", "recall_at_fpr", "block_rate", "rows")
+
+
+class _ProgressLines(io.TextIOBase):
+    """Passes on only ratchet's own progress lines from the components' chatty logs."""
+
+    def __init__(self, sink: TextIO) -> None:
+        self.sink, self.buffer = sink, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            if "[ratchet]" in line:
+                self.sink.write(line.strip() + "\n")
+                self.sink.flush()
+        return len(text)
 
 
 @dataclass
@@ -97,7 +114,8 @@ def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(report_dir / "outputs"),
                raise_on_error=True)
     started = time.perf_counter()
-    sink = open(os.devnull, "w") if quiet else sys.stderr
+    verbose = os.environ.get("RATCHET_VERBOSE") == "1"
+    sink: TextIO = open(os.devnull, "w") if quiet else (sys.stderr if verbose else _ProgressLines(sys.stderr))
     try:
         with contextlib.redirect_stdout(sink), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -111,7 +129,7 @@ def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: 
             "step": "pipeline", "message": str(exc), "user_error": False}
         return ReleaseOutcome(str(report_dir), failure=failure, seconds=time.perf_counter() - started)
     finally:
-        if sink is not sys.stderr:
+        if quiet:
             sink.close()
     summary = json.loads((report_dir / SUMMARY_FILE).read_text())
     return ReleaseOutcome(str(report_dir), summary=summary, seconds=time.perf_counter() - started)
@@ -141,9 +159,14 @@ def _fmt(v: Any) -> str:
 
 def run_release_cli(args: argparse.Namespace) -> int:
     """`ratchet pipeline run --local`: run, print text or JSON, exit 0/1/2/3."""
-    outcome = run_release(args.data, args.spec, args.contract, tracking_uri=args.tracking_uri,
-                          model_name=args.model_name, as_of=args.as_of, bootstrap=args.bootstrap,
-                          workdir=args.workdir, quiet=args.format == "json")
+    try:
+        outcome = run_release(args.data, args.spec, args.contract, tracking_uri=args.tracking_uri,
+                              model_name=args.model_name, as_of=args.as_of, bootstrap=args.bootstrap,
+                              workdir=args.workdir, quiet=args.format == "json")
+    except RatchetError as exc:
+        if args.format == "json":  # scripts read stdout: tell them too
+            print(json.dumps({"ok": False, "failed_step": "preflight", "error": str(exc)}, indent=2))
+        raise
     if args.format == "json":
         print(json.dumps(outcome.to_json(), indent=2, default=str))
     else:

@@ -34,8 +34,8 @@ def release_pipeline(data_path: str, spec_yaml: str, contract_yaml: str, trackin
                    spec_yaml=spec_yaml, spec_name=spec_name, tracking_uri=tracking_uri, model_name=model_name,
                    report_dir=report_dir)
     reg.set_display_name("register in MLflow")
-    with dsl.If(ev.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
-        pr = promote(version=reg.output, stage=ev.outputs["stage"], tracking_uri=tracking_uri,
+    with dsl.If(ev.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
+        pr = promote(version=reg.output, bootstrap=bootstrap, tracking_uri=tracking_uri,
                      model_name=model_name, report_dir=report_dir)
         pr.set_display_name("set alias")
     for task in (ts, tr, ev, reg, pr):

@@ -40,6 +40,18 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> int:
     return run_release_cli(args)
 
 
+def _cmd_pipeline_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit_cli
+
+    return submit_cli(args)
+
+
+def _cmd_pipeline_schedule(args: argparse.Namespace) -> int:
+    from pipelines.submit import schedule_cli
+
+    return schedule_cli(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ratchet.demo import run_demo
 
@@ -102,10 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["text", "json"], default="text")
     r.set_defaults(func=_cmd_pipeline_run)
 
-    d = sub.add_parser("demo", help="the main job: synthetic data, a bootstrap release, a gated release",
-                       description="Generate synthetic data, run a bootstrap release (v1 -> production) "
-                       "and a second release on later data (v2 -> gated -> @staging), then print a summary.")
-    d.add_argument("--rows", type=int, default=200_000, help="transactions to generate (default 200000)")
+    from pipelines.submit import add_arguments as add_kfp_arguments
+
+    su = plsub.add_parser("submit", help="run the compiled release pipeline on a Kubeflow Pipelines server",
+                          description="Start one run of pipelines/release.yaml on a Kubeflow Pipelines "
+                          "server (kfp.Client). Spec and contract are sent inline; data and MLflow must be "
+                          "reachable from the pipeline's pods. Prints the run id and its UI link.")
+    add_kfp_arguments(su, schedule=False)
+    su.set_defaults(func=_cmd_pipeline_submit)
+    sc = plsub.add_parser("schedule", help="create or replace the recurring release run on Kubeflow Pipelines",
+                          description="Create the recurring run NAME of the release pipeline, or replace "
+                          "it when it exists (a new one is created, then the old one deleted: never two). "
+                          "The cron has the usual 5 fields; KFP's seconds field is added.")
+    add_kfp_arguments(sc, schedule=True)
+    sc.set_defaults(func=_cmd_pipeline_schedule)
+
+    d = sub.add_parser("demo", help="the main job: synthetic data, a bootstrap release, gated releases",
+                       description="Generate synthetic data, run a bootstrap release (v1 -> production), "
+                       "a second release on later data (v2 -> gated -> @staging) and a release with a "
+                       "label bug in one small category (rejected by the contract), then print a summary.")
+    d.add_argument("--rows", type=int, default=300_000, help="transactions to generate (default 300000)")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--out", default="demo-out", help="demo folder: data, MLflow store, runs (default demo-out)")
     d.set_defaults(func=_cmd_demo)

@@ -1,8 +1,10 @@
 """`ratchet demo`: the main job on the embedded default, no cluster needed.
 
 Generates synthetic transactions, runs a bootstrap release (version 1 -> @production),
-then a regular release on later data (version 2, gated against version 1 -> @staging),
-and prints what happened and how to look at it in the MLflow UI.
+a regular release on later data (version 2, gated against version 1 -> @staging), and a
+release trained on data with a label bug in one small merchant category, which the
+contract rejects naming the clause and the slice; then prints what happened and how to
+look at it in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -42,8 +44,23 @@ def project_file(relative: str) -> str:
     return relative
 
 
+def inject_label_bug(data: Path, out: Path, category: str, until: str) -> Path:
+    """Copy the data with an upstream label bug: every `category` payment before `until`
+    is marked as a chargeback a few days later. A model trained on it looks fine overall
+    and blocks that category; the contract must catch it."""
+    import pandas as pd
+
+    df = pd.read_parquet(data)
+    hit = (df["merchant_category"] == category) & (df["ts"] < pd.Timestamp(until))
+    df.loc[hit, "is_fraud"] = 1
+    df.loc[hit, "label_available_at"] = df.loc[hit, "ts"] + pd.Timedelta(days=3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out, index=False)
+    return out
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 when both releases ended as planned."""
+    """Run the demo; returns 0 when every release ended as planned."""
     from pipelines.local import format_outcome, run_release
     from ratchet.data.synth import SynthConfig, write_transactions
     from ratchet.registry import Registry
@@ -53,39 +70,52 @@ def run_demo(args: argparse.Namespace) -> int:
     prepare_folder(out)
     uri = f"sqlite:///{out / 'mlflow.db'}"
     spec, contract = project_file("specs/fraud.yaml"), project_file("contracts/fraud.yaml")
+    runs = str(out / "runs")
 
-    config = SynthConfig(rows=args.rows, seed=args.seed)
-    _say(f"1/3 generating {config.rows:,} synthetic transactions over {config.days} days (seed {config.seed})")
+    # A fraud pattern emerges at 40% of the period: release 1 never sees it, release 2 does.
+    config = SynthConfig(rows=args.rows, seed=args.seed, new_pattern_day=int(365 * 0.4))
+    _say(f"1/4 generating {config.rows:,} synthetic transactions over {config.days} days (seed {config.seed})")
     data = write_transactions(config, out / "data" / "transactions.parquet", progress=True)
     start = date.fromisoformat(config.start)
     first_as_of = (start + timedelta(days=int(config.days * 0.66))).isoformat()
     second_as_of = (start + timedelta(days=config.days)).isoformat()
 
-    _say(f"2/3 bootstrap release as of {first_as_of}: Spark -> XGBoost -> absolute bounds -> MLflow @production")
-    first = run_release(str(data), spec, contract, tracking_uri=uri, as_of=first_as_of, bootstrap=True,
-                        workdir=str(out / "runs"))
+    _say(f"2/4 bootstrap release as of {first_as_of}: Spark -> XGBoost -> absolute bounds -> MLflow @production")
+    first = run_release(str(data), spec, contract, tracking_uri=uri, as_of=first_as_of, bootstrap=True, workdir=runs)
     _say(format_outcome(first, "fraud"))
     if first.exit_code != 0:
         return first.exit_code
 
-    _say(f"3/3 release on later data, as of {second_as_of}: candidate vs @production, contract gate, @staging if it passes")
-    second = run_release(str(data), spec, contract, tracking_uri=uri, as_of=second_as_of, workdir=str(out / "runs"))
+    _say(f"3/4 release on later data, as of {second_as_of}: candidate vs @production on the same test window, "
+         "contract gate, @staging if it passes")
+    second = run_release(str(data), spec, contract, tracking_uri=uri, as_of=second_as_of, workdir=runs)
     _say(format_outcome(second, "fraud"))
     if second.failure:
         return second.exit_code
 
+    _say("4/4 a release trained on data with an upstream label bug (every 'podcasts' payment marked as fraud): "
+         "better or equal on average, but the contract judges every merchant category")
+    buggy = inject_label_bug(data, out / "data" / "transactions-labelbug.parquet", "podcasts",
+                             (start + timedelta(days=config.days - 90)).isoformat())
+    third = run_release(str(buggy), spec, contract, tracking_uri=uri, as_of=second_as_of, workdir=runs)
+    _say(format_outcome(third, "fraud"))
+    if third.failure:
+        return third.exit_code
+
     reg = Registry(uri, "fraud")
-    print("\n" + "=" * 78)
+    print("\n" + "=" * 100)
     print(f"ratchet demo finished in {time.perf_counter() - started:.0f}s")
-    print(f"{'version':>7}  {'state':<10} {'verdict':<8} {'auc':>7} {'pr_auc':>7} {'recall@fpr':>10} {'block':>7}  reason")
-    for outcome in (first, second):
+    print(f"{'version':>7}  {'state':<10} {'verdict':<9} {'auc':>7} {'pr_auc':>7} {'recall@fpr':>10} {'block':>7}  reason")
+    for outcome in (first, second, third):
         j = outcome.to_json()
         m = j["metrics"]
         state = reg.tags(j["version"]).get("state", "?")
-        print(f"{j['version']:>7}  {state:<10} {j['verdict']:<8} {m['auc']:>7.4f} {m['average_precision']:>7.4f} "
-              f"{m['recall_at_fpr']:>10.4f} {m['block_rate']:>7.4f}  {j['reason']}")
+        print(f"{j['version']:>7}  {state:<10} {j['verdict']:<9} {m['auc']:>7.4f} {m['average_precision']:>7.4f} "
+              f"{m['recall_at_fpr']:>10.4f} {m['block_rate']:>7.4f}  {j['reason'][:160]}")
     print(f"aliases: {', '.join(f'@{a} -> v{v}' for a, v in sorted(reg.aliases().items()))}")
+    print(f"verdicts (HTML): {out / 'runs'}/*/outputs/*/evaluate/evaluation/verdict.html, and in MLflow under "
+          "each run's release/ artifacts")
     print(f"MLflow store: {out / 'mlflow.db'} (artifacts in {out / 'mlartifacts'})")
     print(f"open the MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri} --port 5000")
-    print("=" * 78)
+    print("=" * 100)
     return 0

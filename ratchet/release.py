@@ -104,7 +104,10 @@ def train_step(train_path: str, spec_yaml: str, spec_name: str, model_out: str, 
         from ratchet.train.trainer import save_model, train_model
 
         spec = parse_spec(spec_yaml, spec_name)
-        result = train_model(pd.read_parquet(train_path), spec)
+        frame = pd.read_parquet(train_path)
+        if "transaction_id" in frame.columns:  # Spark's row order varies; training must not
+            frame = frame.sort_values("transaction_id", kind="stable", ignore_index=True)
+        result = train_model(frame, spec)
         path = save_model(result.booster, model_out)
         info = {"model_path": str(path), "rows": result.rows, "positives": result.positives,
                 "seconds": round(result.seconds, 2), "features": list(result.features)}
@@ -114,24 +117,27 @@ def train_step(train_path: str, spec_yaml: str, spec_name: str, model_out: str, 
 
 
 def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_name: str, tracking_uri: str,
-                  model_name: str, bootstrap: bool, out_dir: str, report_dir: str) -> tuple[bool, str]:
-    """Score candidate and @production on the test window and judge the contract.
-
-    Returns (passed, target stage): 'production' for a passing bootstrap release,
-    'staging' for a passing regular one, 'rejected' otherwise.
-    """
+                  model_name: str, bootstrap: bool, out_dir: str, report_dir: str) -> bool:
+    """Score candidate and @production on the test window and judge the contract; True if it passed."""
     with reporting("evaluate", report_dir):
         import pandas as pd
 
-        from ratchet.contracts import parse_contract
-        from ratchet.evaluate.release_eval import evaluate_candidate
+        from ratchet.contracts import contract_from_text
+        from ratchet.evaluate.release_eval import Thresholds, evaluate_candidate
         from ratchet.registry import Registry
         from ratchet.train.trainer import load_model
 
-        contract = parse_contract(contract_yaml, contract_name)
+        contract = contract_from_text(contract_yaml, contract_name)
         production = check_release_preconditions(tracking_uri, model_name, bootstrap)
-        baseline = Registry(tracking_uri, model_name).load_booster(production) if production else None
-        evaluation = evaluate_candidate(pd.read_parquet(test_path), load_model(model_path), baseline, contract)
+        registry = Registry(tracking_uri, model_name)
+        baseline, baseline_thresholds = None, None
+        if production:
+            baseline = registry.load_booster(production)
+            default, per_merchant = registry.thresholds(production)
+            if default is not None:
+                baseline_thresholds = Thresholds(default, per_merchant)
+        evaluation = evaluate_candidate(pd.read_parquet(test_path), load_model(model_path), baseline, contract,
+                                        baseline_thresholds)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, content in evaluation.renderings().items():
@@ -140,8 +146,7 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
             {"passed": evaluation.passed, "reason": evaluation.reason, "metrics": evaluation.metrics,
              "baseline_version": production, "bootstrap": bootstrap}, indent=2, default=str))
         print(f"[ratchet] {evaluation.reason}", flush=True)
-        stage = "rejected" if not evaluation.passed else ("production" if bootstrap else "staging")
-        return evaluation.passed, stage
+        return evaluation.passed
 
 
 def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_dir: str, evaluation_dir: str,
@@ -167,7 +172,7 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
             metrics={k: v for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))},
             verdict=json.loads((ev_dir / "verdict.json").read_text()), verdict_renderings=renderings,
             passed=bool(evaluation["passed"]), reason=evaluation["reason"], code_revision=code_revision(),
-            seed=spec.seed, params=params,
+            seed=spec.seed, params=params, threshold=evaluation["metrics"].get("threshold"),
             extra_artifacts={"reports": str(ev_dir / "reports")} if (ev_dir / "reports").is_dir() else {},
         )
         version = Registry(tracking_uri, model_name).register(record)
@@ -191,7 +196,8 @@ def promote_step(version: int, stage: str, tracking_uri: str, model_name: str, r
             version, stage, actor="release pipeline",
             reason="gate passed" + (" (bootstrap release)" if stage == "production" else ""))
         path = Path(report_dir) / SUMMARY_FILE
-        summary = json.loads(path.read_text())
-        summary["stage"] = stage
-        path.write_text(json.dumps(summary, indent=2, default=str))
+        if path.exists():  # on a cluster each step has its own pod and report folder
+            summary = json.loads(path.read_text())
+            summary["stage"] = stage
+            path.write_text(json.dumps(summary, indent=2, default=str))
         print(f"[ratchet] {model_name} version {version} -> @{stage}", flush=True)

@@ -22,5 +22,7 @@ def test_gate_decides_promotion_with_a_condition():
     spec = yaml.safe_load(COMPILED.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     cond = tasks["condition-1"]
-    assert "passed" in cond["triggerPolicy"]["condition"]
-    assert "promote" in cond["componentRef"]["name"] or "condition" in cond["componentRef"]["name"]
+    assert "evaluate-Output" in cond["triggerPolicy"]["condition"]
+    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(inner) == ["promote"], "only the alias step may depend on the gate"
+    assert "promote" not in tasks and "register" in tasks, "registration always runs; promotion only if passed"

@@ -7,9 +7,10 @@ verdict. With no production model (`bootstrap`), only absolute bounds are judged
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ratchet.data import columns as C
@@ -41,8 +42,25 @@ class Evaluation:
         }
 
 
-def scored_table(test: pd.DataFrame, candidate, baseline=None) -> pd.DataFrame:
-    """label, candidate_score, baseline_score (when there is a baseline) and slice columns."""
+@dataclass(frozen=True)
+class Thresholds:
+    """A version's decision thresholds: one default, optionally overridden per merchant."""
+
+    default: float
+    per_merchant: dict[str, float] = field(default_factory=dict)
+
+    def per_row(self, merchant_ids: pd.Series | None, rows: int) -> np.ndarray:
+        """The threshold of each row (per-merchant where one is set)."""
+        out = np.full(rows, self.default, dtype=float)
+        if self.per_merchant and merchant_ids is not None:
+            mapped = merchant_ids.astype(str).map(self.per_merchant).to_numpy(dtype=float, na_value=np.nan)
+            out = np.where(np.isnan(mapped), out, mapped)
+        return out
+
+
+def scored_table(test: pd.DataFrame, candidate, baseline=None, baseline_thresholds: Thresholds | None = None) -> pd.DataFrame:
+    """label, candidate_score, baseline_score and baseline_threshold (when there is a
+    baseline) and the slice columns."""
     if LABEL_COLUMN not in test.columns:
         raise MissingColumnError(f"the test set has no '{LABEL_COLUMN}' column")
     out = pd.DataFrame({"label": test[LABEL_COLUMN].astype("int8").to_numpy()})
@@ -55,6 +73,8 @@ def scored_table(test: pd.DataFrame, candidate, baseline=None) -> pd.DataFrame:
                 "build; keep them in the spec's features: so both models can be compared on the same rows"
             )
         out["baseline_score"] = predict(baseline, test)
+        if baseline_thresholds is not None:  # production is judged at the thresholds it really uses
+            out["baseline_threshold"] = baseline_thresholds.per_row(test.get(C.MERCHANT_ID), len(test))
     for col in SLICE_COLUMNS:
         if col in test.columns:
             out[col] = test[col].to_numpy()
@@ -67,16 +87,19 @@ def headline_metrics(verdict: Any, rows: int) -> dict[str, float]:
     cand = overall.get("candidate", overall)
     metrics: dict[str, float] = {k: cand.get(k) for k in METRIC_KEYS if cand.get(k) is not None}
     metrics["rows"] = rows
+    if isinstance(cand.get("threshold"), float):
+        metrics["threshold"] = cand["threshold"]
     base = overall.get("baseline") or {}
     metrics.update({f"baseline_{k}": base[k] for k in METRIC_KEYS if base.get(k) is not None and k != "rows"})
     return metrics
 
 
-def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract) -> Evaluation:
+def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
+                       baseline_thresholds: Thresholds | None = None) -> Evaluation:
     """Score, judge against the contract, summarise."""
     from ratchet.contracts import evaluate_contract
 
-    scored = scored_table(test, candidate, baseline)
+    scored = scored_table(test, candidate, baseline, baseline_thresholds)
     verdict = evaluate_contract(contract, scored)
     failures = verdict.failures()
     if verdict.passed:
@@ -87,6 +110,8 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract) -> Eva
 
 
 def _describe(failure: Any) -> str:
+    if hasattr(failure, "sentence"):
+        return failure.sentence()
     get = failure.get if isinstance(failure, dict) else (lambda k, d=None: getattr(failure, k, d))
     name, slc = get("name"), get("slice")
     where = f" for {slc}" if slc and slc not in ("overall", "all") else ""

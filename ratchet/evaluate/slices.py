@@ -65,6 +65,13 @@ def _small_int(codes: np.ndarray, n: int) -> np.ndarray:
 
 
 def _factorize(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        labels = [str(c) for c in values.cat.categories]
+        if (codes < 0).any():
+            codes[codes < 0] = len(labels)
+            labels.append(MISSING)
+        return _compact(codes, labels)
     codes, uniques = pd.factorize(values, sort=True, use_na_sentinel=False)
     labels = [MISSING if pd.isna(u) else str(u) for u in uniques]
     return codes.astype(np.int64, copy=False), labels
@@ -115,7 +122,14 @@ def assign(df: pd.DataFrame, family: SliceFamily) -> SliceCodes:
         combined = np.zeros(n, dtype=np.int64)
         for codes_i, values_i in parts:
             combined = combined * len(values_i) + codes_i
-        codes, uniq = pd.factorize(combined, sort=True)
+        size = int(np.prod([len(v) for _, v in parts], dtype=float))
+        if size <= 4 * n + 1_000_000:   # dense: bincount beats hashing
+            used = np.flatnonzero(np.bincount(combined, minlength=size))
+            remap = np.full(size, -1, dtype=np.int64)
+            remap[used] = np.arange(len(used))
+            codes, uniq = remap[combined], used
+        else:
+            codes, uniq = pd.factorize(combined, sort=True)
         labels = []
         for u in uniq:
             idx, rest = [], int(u)

@@ -61,6 +61,7 @@ class ReleaseRecord:
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     extra_artifacts: dict[str, str] = field(default_factory=dict)  # artifact dir -> local file or folder
+    threshold: float | None = None  # the decision threshold the gate judged the candidate at
 
 
 def _now() -> str:
@@ -114,6 +115,14 @@ class Registry:
         """The transitions recorded on a version, oldest first."""
         tags = self.tags(version)
         return [json.loads(tags[k]) for k in sorted(t for t in tags if t.startswith("history."))]
+
+    def thresholds(self, version: int) -> tuple[float | None, dict[str, float]]:
+        """A version's decision threshold (tag `threshold`) and per-merchant overrides
+        (tag `merchant_thresholds`, JSON); (None, {}) when it has none."""
+        tags = self.tags(version)
+        default = float(tags["threshold"]) if tags.get("threshold") else None
+        per_merchant = {str(k): float(v) for k, v in json.loads(tags.get("merchant_thresholds") or "{}").items()}
+        return default, per_merchant
 
     def load_booster(self, version: int):  # -> xgboost.Booster
         """Load a version's model (XGBoost's own format) from the registry."""
@@ -203,6 +212,8 @@ class Registry:
             "run_id": run.info.run_id,
             "windows": json.dumps(release.windows),
         }
+        if release.threshold is not None:
+            tags["threshold"] = repr(float(release.threshold))
         for k, v in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), k, v)
         summary = release.verdict_renderings.get("verdict.md") or release.reason
@@ -244,3 +255,97 @@ class Registry:
             self.client.set_model_version_tag(self.model_name, str(previous), "state", "retired")
             self.record_transition(previous, "production", "retired", actor=actor,
                                    reason=f"replaced by version {version}")
+
+    # ---- rollout controller (additions) --------------------------------------------
+    # Small, idempotent writes the rollout controller composes; each is one MLflow call
+    # (or none when the value is already there), so a controller killed between two of
+    # them can repeat them all on restart without changing the outcome.
+    def set_alias(self, stage: str, version: int) -> bool:
+        """Point alias `stage` at `version` with no bookkeeping; False when it already did."""
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage '{stage}'; stages are {', '.join(STAGES)}")
+        self._version(version)
+        if self.alias_version(stage) == version:
+            return False
+        self.client.set_registered_model_alias(self.model_name, stage, str(version))
+        return True
+
+    def remove_alias(self, stage: str, version: int | None = None) -> int | None:
+        """Delete alias `stage` (only if it still names `version`, when given); the version it named, or None."""
+        current = self.alias_version(stage)
+        if current is None or (version is not None and current != version):
+            return None
+        self.client.delete_registered_model_alias(self.model_name, stage)
+        return current
+
+    def set_tags(self, version: int, tags: dict[str, str]) -> int:
+        """Set several version tags, skipping those already equal; the number written."""
+        have = self.tags(version)
+        n = 0
+        for k, v in tags.items():
+            if have.get(k) != str(v):
+                self.client.set_model_version_tag(self.model_name, str(version), k, str(v))
+                n += 1
+        return n
+
+    def record_transition_once(self, version: int, from_state: str | None, to_state: str, *, actor: str,
+                               reason: str, key: str, evidence: dict[str, Any] | None = None,
+                               at: str | None = None) -> bool:
+        """Append a history event unless one with the same idempotency `key` exists; True when written.
+
+        Same format as record_transition plus "key"; `at` lets the controller use its own clock.
+        """
+        tags = self.tags(version)
+        hist = [k for k in tags if k.startswith("history.")]
+        for k in hist:
+            try:
+                if json.loads(tags[k]).get("key") == key:
+                    return False
+            except ValueError:
+                continue
+        event = {"at": at or _now(), "actor": actor, "from": from_state, "to": to_state, "reason": reason,
+                 "evidence": evidence or {}, "key": key}
+        text = json.dumps(event, default=str)
+        if len(text) > 100_000:
+            event["evidence"] = {"truncated": True}
+            text = json.dumps(event, default=str)
+        self.client.set_model_version_tag(self.model_name, str(version), f"history.{len(hist) + 1:04d}", text)
+        return True
+
+    def controller_state(self, key: str) -> str | None:
+        """A value the rollout controller persisted (registered-model tag ratchet.controller.<key>)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = dict(self.client.get_registered_model(self.model_name).tags or {})
+        except MlflowException:
+            return None
+        name = f"ratchet.controller.{key}"
+        value = tags.get(name)
+        if value is None or not value.startswith("parts:"):
+            return value
+        _, n, digest = value.split(":")
+        parts = [tags.get(f"{name}.{digest}.part{i}") for i in range(int(n))]
+        return None if any(p is None for p in parts) else "".join(parts)  # type: ignore[arg-type]
+
+    def put_controller_state(self, key: str, value: str | None) -> None:
+        """Persist (or, with None, delete) a controller value atomically.
+
+        Registered-model tags hold 5000 characters on SQL stores, so a longer value is
+        written in parts first and committed by the single write of its header.
+        """
+        name = f"ratchet.controller.{key}"
+        if value is None:
+            if name in (self.client.get_registered_model(self.model_name).tags or {}):
+                self.client.delete_registered_model_tag(self.model_name, name)
+            return
+        if len(value) <= 4000 and not value.startswith("parts:"):
+            self.client.set_registered_model_tag(self.model_name, name, value)
+            return
+        import hashlib
+
+        digest = hashlib.sha256(value.encode()).hexdigest()[:12]  # parts of different values never mix
+        parts = [value[i:i + 4000] for i in range(0, len(value), 4000)]
+        for i, p in enumerate(parts):
+            self.client.set_registered_model_tag(self.model_name, f"{name}.{digest}.part{i}", p)
+        self.client.set_registered_model_tag(self.model_name, name, f"parts:{len(parts)}:{digest}")

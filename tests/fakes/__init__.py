@@ -1,0 +1,1 @@
+"""Local stand-ins for services tests cannot reach (a Kubeflow Pipelines server)."""
