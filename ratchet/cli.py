@@ -58,6 +58,57 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _registry_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--model-name", default="fraud", help="registered model name (default fraud)")
+
+
+def _rollout(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from ratchet.rollout import cli as rollout_cli
+
+        return getattr(rollout_cli, name)(args)
+
+    return run
+
+
+def _add_rollout_commands(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("controller", help="reconcile the deployment with the registry aliases",
+                       description="Plan and apply the next rollout step from the registry aliases (intent), "
+                       "the deployment (fact) and guard observations; record every action in MLflow.")
+    _registry_arguments(c)
+    c.add_argument("--once", action="store_true", help="one pass, then exit")
+    c.add_argument("--interval", type=float, default=None, help="seconds between passes (default: the plan's)")
+    c.add_argument("--plan", default="contracts/rollout.yaml", help="rollout plan YAML (default contracts/rollout.yaml)")
+    c.add_argument("--decision-log", default=None, help="decision log folder the guards read")
+    c.add_argument("--labels", default=None, help="matured labels (Parquet) for the shadow review")
+    c.add_argument("--backend", choices=["memory"], default="memory",
+                   help="where versions run (only 'memory', a dry run, so far)")
+    c.set_defaults(func=_rollout("controller_cli"))
+    p = sub.add_parser("promote", help="move a version to shadow, canary or production (sets the alias)")
+    _registry_arguments(p)
+    p.add_argument("version", type=int)
+    p.add_argument("--to", required=True, choices=["shadow", "canary", "production"])
+    p.add_argument("--reason", default=None)
+    p.set_defaults(func=_rollout("promote_cli"))
+    r = sub.add_parser("rollback", help="withdraw the canary, else the shadow, else go back to the previous production")
+    _registry_arguments(r)
+    r.add_argument("--reason", default=None)
+    r.add_argument("--stage", choices=["canary", "shadow", "production"], default=None,
+                   help="which stage to roll back (default: the most recent change)")
+    r.set_defaults(func=_rollout("rollback_cli"))
+    s = sub.add_parser("status", help="stages, versions, weights and last events")
+    _registry_arguments(s)
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=_rollout("status_cli"))
+    a = sub.add_parser("approve", help="approve the pending rollout step (plans in mode: suggest)")
+    _registry_arguments(a)
+    a.add_argument("version", type=int, nargs="?")
+    a.add_argument("--plan", default="contracts/rollout.yaml")
+    a.set_defaults(func=_rollout("approve_cli"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand (also used to render --help)."""
     p = argparse.ArgumentParser(
@@ -128,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "The cron has the usual 5 fields; KFP's seconds field is added.")
     add_kfp_arguments(sc, schedule=True)
     sc.set_defaults(func=_cmd_pipeline_schedule)
+
+    _add_rollout_commands(sub)
 
     d = sub.add_parser("demo", help="the main job: synthetic data, a bootstrap release, gated releases",
                        description="Generate synthetic data, run a bootstrap release (v1 -> production), "

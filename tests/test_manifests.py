@@ -328,10 +328,16 @@ def test_the_contract_config_map_is_a_copy_of_contracts_fraud_yaml():
     assert cm["data"]["fraud.yaml"] == source.read_text()
 
 
-def test_the_provisional_rollout_plan_has_a_shadow_phase_and_the_canary_ramp():
-    plan = yaml.safe_load((MANIFESTS / "base" / "config" / "rollout.yaml").read_text())
-    assert "shadow" in plan
-    assert [s["weight"] for s in plan["canary"]["steps"]] == [1, 5, 25, 50, 100]
+def test_the_rollout_config_map_is_a_copy_of_the_rollout_plan_and_loads():
+    from ratchet.rollout.plan import load_plan
+
+    source = ROOT / "contracts" / "rollout.yaml"
+    copy_ = MANIFESTS / "base" / "config" / "rollout.yaml"
+    assert copy_.read_text() == source.read_text(), (
+        "manifests/base/config/rollout.yaml differs from contracts/rollout.yaml: "
+        "cp contracts/rollout.yaml manifests/base/config/rollout.yaml")
+    plan = load_plan(copy_)
+    assert [s.weight for s in plan.canary.steps] == [1, 5, 25, 50, 100]
 
 
 # -- one image, named in one place ----------------------------------------------------------

@@ -1,0 +1,221 @@
+"""CLI entry points for people: controller, promote, rollback, status, approve.
+
+Each takes the argparse Namespace and returns an exit code (ratchet.cli wires them).
+promote/rollback/approve only change the registry (the intent); the controller acts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any
+
+from ratchet.errors import RatchetError, RegistryError
+from ratchet.rollout.controller import approval_tag, read_intent
+from ratchet.rollout.plan import RolloutPlan, load_plan
+from ratchet.rollout.planner import next_gate
+from ratchet.rollout.state import iso
+
+EXIT_OK, EXIT_REJECTED = 0, 1
+DEFAULT_PLAN = "contracts/rollout.yaml"
+
+
+def _registry(args: argparse.Namespace):  # -> Registry
+    from ratchet.registry import Registry
+
+    return Registry(getattr(args, "tracking_uri", None), getattr(args, "model_name", "fraud"))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "unknown"
+
+
+# ---- library functions (tested directly) ----------------------------------------------
+def promote(registry, version: int, stage: str, *, actor: str, reason: str = "") -> str:  # noqa: ANN001
+    """Set the alias (the intent); the controller makes the deployment follow."""
+    registry.set_stage(version, stage, actor=actor, reason=reason or f"promoted to {stage} by {actor}")
+    return f"@{stage} -> v{version}; the controller will apply it on its next pass"
+
+
+def rollback(registry, *, actor: str, reason: str | None = None, stage: str | None = None) -> str:  # noqa: ANN001
+    """Undo the latest step: withdraw the canary, else the shadow, else move production back
+    to the version it replaced. Tags the withdrawn version rolled_back with the reason."""
+    why = reason or f"manual rollback by {actor}"
+    aliases = registry.aliases()
+    order = [stage] if stage else ["canary", "shadow", "production"]
+    for st in order:
+        v = aliases.get(st)
+        if v is None:
+            continue
+        if st == "production":
+            prev = _previous_production(registry, v)
+            if prev is None:
+                raise RegistryError(f"no retired version to roll production v{v} back to")
+            registry.set_stage(prev, "production", actor=actor, reason=f"{why} (rollback from v{v})")
+            # set_stage retired v; say what really happened
+            registry.set_tags(v, {"state": "rolled_back", "rollback.reason": why})
+            registry.record_transition(v, "retired", "rolled_back", actor=actor, reason=why)
+            return f"@production -> v{prev} (v{v} rolled back: {why})"
+        registry.remove_alias(st, v)
+        state = registry.tags(v).get("state")
+        registry.set_tags(v, {"state": "rolled_back", "rollback.reason": why})
+        registry.record_transition(v, state, "rolled_back", actor=actor, reason=why)
+        return f"@{st} removed from v{v} (rolled back: {why})"
+    raise RegistryError(f"nothing to roll back: no version holds {' or '.join('@' + s for s in order)}")
+
+
+def _previous_production(registry, current: int) -> int | None:  # noqa: ANN001
+    """The retired version that most recently left production."""
+    best: tuple[str, int] | None = None
+    for v in registry.versions():
+        if v == current:
+            continue
+        tags = registry.tags(v)
+        if tags.get("state") != "retired":
+            continue
+        left = [e.get("at", "") for e in registry.history(v) if e.get("to") == "retired"]
+        key = (max(left) if left else "", v)
+        best = max(best, key) if best else key
+    return best[1] if best else None
+
+
+def approve(registry, version: int, plan: RolloutPlan, *, actor: str, at: str | None = None) -> str:  # noqa: ANN001
+    """Record a person's approval of the version's next gate (suggest mode, or after an undo)."""
+    from datetime import datetime, timezone
+
+    intent = read_intent(registry)
+    info = intent.info(version)
+    if version not in intent.versions:
+        registry.tags(version)  # raises a RegistryError naming the known versions
+    run, gate = next_gate(info, plan)
+    if intent.aliases.get("canary") == version and info.progress.stage != "canary":
+        run, gate = info.progress.run + 1, ("canary:1" if len(plan.steps) > 1 else "production")  # not started yet
+    elif intent.aliases.get("shadow") == version and info.progress.stage != "shadow":
+        run, gate = info.progress.run + 1, "canary:0"
+    tag = approval_tag(run, gate)
+    registry.set_tags(version, {tag: json.dumps({"by": actor, "at": at or iso(datetime.now(timezone.utc))})})
+    return f"approved v{version} for {gate} (run {run}) by {actor}"
+
+
+def status(registry, backend=None) -> dict[str, Any]:  # noqa: ANN001
+    """Stages, versions, states, weights and each version's last event."""
+    fact = backend.read() if backend is not None else None
+    intent = read_intent(registry, fact)
+    rows = []
+    for stage in ("production", "canary", "shadow", "staging"):
+        v = intent.aliases.get(stage)
+        if v is None:
+            continue
+        info = intent.info(v)
+        hist = registry.history(v)
+        last = hist[-1] if hist else {}
+        weight = None
+        if stage == "canary":
+            weight = fact.canary_weight if fact is not None and fact.canary == v else None
+        rows.append({"stage": stage, "version": v, "state": info.state,
+                     "step": info.progress.step if info.progress.stage == "canary" else None,
+                     "weight": weight, "paused": info.progress.paused,
+                     "last_event_at": last.get("at"),
+                     "last_event": (last.get("evidence") or {}).get("event") or
+                     f"{last.get('from')} -> {last.get('to')}: {last.get('reason', '')}" if last else ""})
+    return {"rows": rows, "deployment": fact.fingerprint() if fact is not None else None,
+            "pending": (intent.pending or {}).get("event")}
+
+
+def render_status(st: dict[str, Any]) -> str:
+    head = ["STAGE", "VERSION", "STATE", "WEIGHT", "LAST EVENT AT", "LAST EVENT"]
+    lines = [head]
+    for r in st["rows"]:
+        w = "" if r["weight"] is None else f"{r['weight']:g}%"
+        if r["paused"]:
+            w += " (paused)"
+        lines.append([r["stage"], f"v{r['version']}", r["state"], w, r["last_event_at"] or "", r["last_event"][:100]])
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head) - 1)]
+    out = ["  ".join(str(c).ljust(widths[i]) if i < len(widths) else str(c) for i, c in enumerate(row)) for row in lines]
+    if not st["rows"]:
+        out.append("(no version holds a stage)")
+    if st.get("deployment"):
+        out.append(f"deployment: {st['deployment']}")
+    if st.get("pending"):
+        out.append(f"interrupted action to resume: {st['pending']}")
+    return "\n".join(out)
+
+
+# ---- argparse entry points --------------------------------------------------------------
+def _plan(args: argparse.Namespace) -> RolloutPlan:
+    return load_plan(getattr(args, "plan", None) or DEFAULT_PLAN)
+
+
+def _backend(args: argparse.Namespace):
+    kind = getattr(args, "backend", None) or "memory"
+    if kind == "memory":
+        from ratchet.rollout.backends.memory import MemoryBackend
+
+        return MemoryBackend()
+    raise RatchetError(f"backend '{kind}' is not available yet; use --backend memory")
+
+
+def controller_cli(args: argparse.Namespace) -> int:
+    from ratchet.rollout.controller import Controller
+
+    plan = _plan(args)
+    observe = None
+    if getattr(args, "decision_log", None):
+        from ratchet.rollout.guards import decision_log_observer
+
+        observe = decision_log_observer(args.decision_log, plan, labels_path=getattr(args, "labels", None))
+    ctrl = Controller(_registry(args), _backend(args), plan, observe, actor=f"ratchet controller ({_user()})")
+    if getattr(args, "once", False):
+        ctrl.run_once()
+        return EXIT_OK
+    ctrl.run_forever(getattr(args, "interval", None))
+    return EXIT_OK
+
+
+def promote_cli(args: argparse.Namespace) -> int:
+    print(promote(_registry(args), int(args.version), args.to, actor=_user(), reason=getattr(args, "reason", None) or ""))
+    return EXIT_OK
+
+
+def rollback_cli(args: argparse.Namespace) -> int:
+    user = _user()
+    print(rollback(_registry(args), actor=user, reason=getattr(args, "reason", None),
+                   stage=getattr(args, "stage", None)))
+    return EXIT_OK
+
+
+def approve_cli(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    version = getattr(args, "version", None)
+    plan = _plan(args)
+    if version is None:
+        aliases = reg.aliases()
+        version = next((aliases[s] for s in ("canary", "shadow", "staging") if s in aliases), None)
+        if version is None:
+            raise RegistryError("nothing awaits approval: no version at @canary, @shadow or @staging")
+    print(approve(reg, int(version), plan, actor=_user()))
+    return EXIT_OK
+
+
+def status_cli(args: argparse.Namespace) -> int:
+    st = status(_registry(args))
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps(st, indent=2, default=str))
+    else:
+        print(render_status(st))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - for `python -m ratchet.rollout.cli`
+    from ratchet.cli import main as ratchet_main
+
+    return ratchet_main(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
