@@ -136,10 +136,12 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
             default, per_merchant = registry.thresholds(production)
             if default is not None:
                 baseline_thresholds = Thresholds(default, per_merchant)
-        evaluation = evaluate_candidate(pd.read_parquet(test_path), load_model(model_path), baseline, contract,
-                                        baseline_thresholds)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        train_path = Path(test_path).with_name("train.parquet")
+        evaluation = evaluate_candidate(pd.read_parquet(test_path), load_model(model_path), baseline, contract,
+                                        baseline_thresholds, report_dir=out / "reports",
+                                        train=pd.read_parquet(train_path) if train_path.exists() else None)
         for name, content in evaluation.renderings().items():
             (out / name).write_text(content, encoding="utf-8")
         (out / "evaluation.json").write_text(json.dumps(

@@ -270,4 +270,4 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame) -> Verdict:
         overall[m]["threshold"] = float(t) if np.ndim(t) == 0 else "per row"
     overall["reference_fpr"] = {"value": _fmt(float(overall_row["reference_fpr"])), "how": ref_how}  # type: ignore[assignment]
     return Verdict(contract=contract.path, contract_name=contract.name, results=results, overall=overall,
-                   thresholds=how, has_baseline=has_baseline, table=table)
+                   thresholds=how, has_baseline=has_baseline, table=table, threshold_values=thresholds)

@@ -92,6 +92,8 @@ class Verdict:
     thresholds: dict[str, str]
     has_baseline: bool
     table: pd.DataFrame | None = field(default=None, repr=False)
+    #: the numeric thresholds judged: per model a scalar or a per-row array (not serialised)
+    threshold_values: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def passed(self) -> bool:

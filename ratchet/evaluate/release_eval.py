@@ -8,6 +8,7 @@ verdict. With no production model (`bootstrap`), only absolute bounds are judged
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,13 +95,31 @@ def headline_metrics(verdict: Any, rows: int) -> dict[str, float]:
     return metrics
 
 
+def write_reports(scored: pd.DataFrame, verdict: Any, contract: Any, drift: tuple[pd.DataFrame, pd.DataFrame] | None,
+                  features: list[str], report_dir: Path) -> list[Path]:
+    """Evidently reports next to the verdict: feature drift from the training set to the
+    test window, and candidate vs production on the worst slices the engine found."""
+    from ratchet.evaluate.reports import drift_report, slice_comparison_reports, slice_masks
+
+    written = []
+    if drift is not None:
+        written.append(drift_report(drift[0], drift[1], features, report_dir / "data-drift.html"))
+    masks = slice_masks(scored, contract, verdict.worst_slices(n=3))
+    written += slice_comparison_reports(scored, verdict.threshold_values, masks, report_dir)
+    return written
+
+
 def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
-                       baseline_thresholds: Thresholds | None = None) -> Evaluation:
-    """Score, judge against the contract, summarise."""
+                       baseline_thresholds: Thresholds | None = None, *, train: pd.DataFrame | None = None,
+                       report_dir: Path | None = None) -> Evaluation:
+    """Score, judge against the contract, write Evidently reports (if report_dir), summarise."""
     from ratchet.contracts import evaluate_contract
 
     scored = scored_table(test, candidate, baseline, baseline_thresholds)
     verdict = evaluate_contract(contract, scored)
+    if report_dir is not None:
+        features = list(candidate.feature_names or [])
+        write_reports(scored, verdict, contract, (train, test) if train is not None else None, features, report_dir)
     failures = verdict.failures()
     if verdict.passed:
         reason = "gate passed" + (" (bootstrap: absolute bounds only)" if baseline is None else "")

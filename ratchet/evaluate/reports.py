@@ -1,0 +1,93 @@
+"""Evidently reports logged with each candidate, for people to open from MLflow.
+
+- data drift: the training set (reference) against the test window (current), per feature;
+- classification comparison: on each of the worst slices the contract engine found,
+  the candidate's decisions (current) against production's (reference) on the same rows.
+
+Decisions are given to Evidently as labels at the real thresholds (per row), because
+Evidently 0.7 reads probabilities at a fixed 0.5 cut-off; ranking metrics (AUC) come
+from the slice engine, not from here. Frames are sampled so a report stays a few seconds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MAX_ROWS = 50_000
+
+
+def _sample(df: pd.DataFrame, n: int = MAX_ROWS, seed: int = 0) -> pd.DataFrame:
+    return df if len(df) <= n else df.sample(n=n, random_state=seed)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:80]
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], out_html: Path) -> Path:
+    """Evidently data-drift report of `columns` between reference and current; writes HTML."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    cols = [c for c in columns if c in reference.columns and c in current.columns]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report([DataDriftPreset()]).run(_sample(current[cols], seed=1), _sample(reference[cols], seed=2))
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(out_html))
+    return out_html
+
+
+def _decisions(scores: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
+    return (scores >= thresholds).astype(int)
+
+
+def slice_masks(scored: pd.DataFrame, contract, slices: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Row masks of (family, label) slices, using the engine's own slice assignment."""
+    from ratchet.evaluate.slices import assign
+
+    families = {f.name: f for f in contract.families()}
+    masks: dict[str, np.ndarray] = {}
+    for family, label in slices:
+        if family not in families:
+            continue
+        codes = assign(scored, families[family])
+        if label in codes.labels:
+            masks[label] = codes.codes == codes.labels.index(label)
+    return masks
+
+
+def slice_comparison_reports(scored: pd.DataFrame, thresholds: dict[str, np.ndarray | float],
+                             masks: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
+    """One Evidently classification report per slice: the candidate's decisions (current)
+    against production's (reference) on that slice's rows."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    if "baseline_score" not in scored.columns:
+        return []
+    definition = DataDefinition(classification=[BinaryClassification(target="label", prediction_labels="decision",
+                                                                      pos_label=1)])
+    cand = _decisions(scored["candidate_score"].to_numpy(), thresholds["candidate"])
+    base = _decisions(scored["baseline_score"].to_numpy(), thresholds["baseline"])
+    y_all = scored["label"].to_numpy()
+    written = []
+    for label, mask in masks.items():
+        if not mask.any():
+            continue
+        current = pd.DataFrame({"label": y_all[mask], "decision": cand[mask]})
+        reference = pd.DataFrame({"label": y_all[mask], "decision": base[mask]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            snapshot = Report([ClassificationPreset()]).run(
+                Dataset.from_pandas(_sample(current), data_definition=definition),
+                Dataset.from_pandas(_sample(reference), data_definition=definition))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"slice-{_safe_name(label)}.html"
+        snapshot.save_html(str(path))
+        written.append(path)
+    return written
