@@ -114,7 +114,8 @@ def check_schema(actual: dict[str, str], expected: dict[str, str]) -> CheckResul
 
 def _null(col: str, numeric: bool) -> Column:
     c = F.col(col)
-    return F.sum(F.when(c.isNull() | F.isnan(c), 1).otherwise(0)) if numeric else F.sum(F.when(c.isNull(), 1).otherwise(0))
+    missing = (c.isNull() | F.isnan(c)) if numeric else c.isNull()
+    return F.sum(F.when(missing, 1).otherwise(0))
 
 
 def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, ts_micros: Column) -> RawStats:

@@ -33,8 +33,6 @@ CANONICAL_TYPES: dict[str, str] = {
     C.AMOUNT: "double", C.IS_FRAUD: "int", C.LABEL_AVAILABLE_AT: "timestamp",
 }
 
-_STRING_COLUMNS = (C.TRANSACTION_ID, C.CARD_ID, C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL)
-
 
 @dataclass(frozen=True)
 class Transactions:
@@ -150,7 +148,8 @@ def _label(col: Column, dtype: T.DataType) -> Column:
     return col.try_cast("int")
 
 
-def canonicalize(raw: DataFrame, spec: TrainingSpec, source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
+def canonicalize(raw: DataFrame, spec: TrainingSpec,
+                 source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
     """Rename and cast `raw` to canonical columns; raise MissingColumnError for what is missing.
 
     Returns (frame with only canonical columns, canonical columns present, derived label time).

@@ -132,7 +132,7 @@ class Registry:
         return mlflow.xgboost.load_model(f"models:/{self.model_name}/{version}")
 
     def previous_rows(self) -> int | None:
-        """Training-set rows of the newest registered version, for the row-count check."""
+        """Raw data rows of the newest registered version (its snapshot), for the row-count check."""
         versions = self.versions()
         if not versions:
             return None

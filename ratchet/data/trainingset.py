@@ -1,0 +1,340 @@
+"""The Spark training-set job: raw transactions -> point-in-time features -> train/test Parquet.
+
+Every feature of a transaction at time t uses only what was known strictly before t:
+other transactions with ts < t, and fraud labels whose label_available_at < t. So the
+features of a row never change when later rows are added or later labels arrive, which
+is what the decision service sees at decision time.
+
+Feature semantics (``t`` = the transaction's ts, microsecond precision, UTC):
+
+- ``card_count_W`` / ``card_amount_W`` (W in 1h, 24h, 7d, 30d): number and summed amount
+  of the same card's transactions with ``t - W <= ts' < t``. Transactions at exactly the
+  same instant do not see each other. 0 when there are none.
+- ``merchant_count_W`` / ``merchant_amount_W``: the same per merchant_id (amounts summed
+  in units of 1/AMOUNT_SCALE, i.e. to 0.0001).
+- ``seconds_since_card_prev``: seconds since the card's latest transaction strictly
+  before t and at most 30 days before it; **null** (XGBoost's missing value) when there
+  is none. It is the one nullable feature (NULLABLE_FEATURES), left out of the null-rate
+  check. No feature looks back more than 30 days (MAX_LOOKBACK_SECONDS), so the job
+  only reads history from train_start - 30 days on, and a serving-side feature store
+  needs only 30 days of history.
+- ``amount_to_card_mean``: amount / mean amount of the card's transactions in the 30 days
+  before t; 1.0 when there are none or their mean is 0.
+- ``merchant_fraud_rate_30d``: chargebacks (fraud labels) at the merchant that arrived
+  in the 30 days before t (``t - 30d <= label_available_at < t``), divided by the
+  merchant's transaction count over the same 30 days plus MERCHANT_RATE_SMOOTHING
+  (additive smoothing towards 0, so a merchant with 2 transactions and 1 chargeback
+  reads 1/12, not 50 %). Labels not yet available at t never count.
+- ``cross_border`` (country != card_country), ``is_online`` (channel == "online"),
+  ``hour_of_day`` (UTC), ``amount``: from the row itself, as 0.0/1.0 or numbers.
+
+Train and test rows: ``train_start <= ts < train_end`` and ``test_start <= ts < test_end``
+(ResolvedWindows), and only rows whose label is final at as_of
+(``label_available_at <= as_of``); rows in a window with an immature label are dropped
+and counted (``rows_immature``). Derived windows end maturity_days before as_of, so with
+label delays up to maturity_days nothing is dropped; explicit windows may drop rows near
+their end when as_of is too early, and the result says how many.
+
+    result = build_training_set("data/tx.parquet", load_spec("specs/fraud.yaml"), "out/ts")
+    train = pandas.read_parquet(result.train_path)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from ratchet.data import columns as C
+from ratchet.data.checks import evaluate_raw, evaluate_splits, raw_stats, run_checks, split_stats
+from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
+from ratchet.data.spark import get_spark
+from ratchet.errors import RatchetError
+from ratchet.train.spec import WINDOW_SECONDS, ResolvedWindows, TrainingSpec, known_features
+
+LABEL = "label"
+#: Features that are null by design (see the module docstring); the null-rate check skips them.
+NULLABLE_FEATURES: frozenset[str] = frozenset({"seconds_since_card_prev"})
+#: Pseudo-count added to the merchant's 30-day transaction count in merchant_fraud_rate_30d.
+MERCHANT_RATE_SMOOTHING = 10.0
+#: Canonical columns kept in the output for slicing, when the data has them.
+SLICE_COLUMNS: tuple[str, ...] = (C.CARD_ID, C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY,
+                                  C.CHANNEL, C.AMOUNT)
+
+#: The longest look-back of any feature: history older than this never matters.
+MAX_LOOKBACK_SECONDS = max(WINDOW_SECONDS.values())
+
+#: Merchant amount sums are exact integer sums of round(amount * AMOUNT_SCALE).
+AMOUNT_SCALE = 10_000
+
+_US = 1_000_000
+_T = "_t"  # event time in microseconds since the epoch
+
+
+@dataclass(frozen=True)
+class TrainingSetResult:
+    """Where the training set was written and what went into it."""
+
+    train_path: str
+    test_path: str
+    rows_train: int
+    rows_test: int
+    windows: ResolvedWindows
+    snapshot: dict[str, Any]
+    features: list[str]
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    rows_immature: int = 0  # rows inside a window dropped because their label was not final at as_of
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["windows"] = self.windows.to_dict()
+        return d
+
+
+def _micros(dt: datetime) -> int:
+    """A naive (UTC) or aware datetime as microseconds since the epoch."""
+    aware = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    delta = aware - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * _US + delta.microseconds
+
+
+def _from_micros(us: int) -> datetime:
+    return datetime.fromtimestamp(us / _US, tz=timezone.utc).replace(tzinfo=None)
+
+
+def _frame(window: Window, seconds: int) -> Window:
+    # [t - W, t): strictly before the row, so simultaneous rows do not see each other.
+    return window.rangeBetween(-seconds * _US, -1)
+
+
+def _needed_windows(features: list[str], entity: str) -> dict[str, set[str]]:
+    """{"count": {"1h", ...}, "amount": {...}} for one entity's aggregate features."""
+    need: dict[str, set[str]] = {"count": set(), "amount": set()}
+    for f in features:
+        parts = f.split("_")
+        if len(parts) == 3 and parts[0] == entity and parts[1] in need and parts[2] in WINDOW_SECONDS:
+            need[parts[1]].add(parts[2])
+    return need
+
+
+def _merchant_events(out: DataFrame, df: DataFrame, need: dict[str, set[str]], rate: bool,
+                     bounded: Any, hi: int | None) -> DataFrame:
+    """Transactions plus +/- events whose running sum, strictly before t, is each window's total.
+
+    A transaction at t' counts +1 (and +amount) at t' and -1 (-amount) at t' + W, so the
+    sum of all events strictly before t is the total over [t - W, t). A chargeback counts
+    +1 at label_available_at and -1 thirty days later. Spark evaluates an
+    unbounded-preceding frame incrementally, whereas a sliding range frame re-aggregates
+    its whole content for every row: for a merchant with k transactions per window that
+    is k times the work, and large merchants have many. Cards have few, so they keep
+    plain sliding frames. Amounts are summed as integers (AMOUNT_SCALE units) so that
+    adding and removing them leaves no rounding residue.
+    """
+    units = F.round(F.col(C.AMOUNT) * AMOUNT_SCALE).cast("long")
+    deltas: dict[str, Column] = {f"_dc_{w}": F.lit(1) for w in need["count"]}
+    deltas.update({f"_da_{w}": units for w in need["amount"]})
+    parts = [out.withColumns({**deltas, "_is_tx": F.lit(1)})]
+    for w in sorted(need["count"] | need["amount"]):
+        expiry = {}
+        if w in need["count"]:
+            expiry[f"_dc_{w}"] = F.lit(-1)
+        if w in need["amount"]:
+            expiry[f"_da_{w}"] = -units
+        e = out.select(C.MERCHANT_ID, (F.col(_T) + WINDOW_SECONDS[w] * _US).alias(_T),
+                       *[v.alias(k) for k, v in expiry.items()])
+        parts.append(e.where(F.col(_T) < hi) if hi is not None else e)
+    if rate:
+        cb = (df.where((F.col(C.IS_FRAUD) == 1) & F.col(C.LABEL_AVAILABLE_AT).isNotNull())
+              .select(C.MERCHANT_ID, F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)).alias(_T)))
+        cb = cb.where(bounded(F.col(_T)))
+        parts.append(cb.withColumn("_dcb", F.lit(1)))
+        gone = cb.select(C.MERCHANT_ID, (F.col(_T) + WINDOW_SECONDS["30d"] * _US).alias(_T), F.lit(-1).alias("_dcb"))
+        parts.append(gone.where(F.col(_T) < hi) if hi is not None else gone)
+    events = parts[0]
+    for p in parts[1:]:
+        events = events.unionByName(p, allowMissingColumns=True)
+    return events
+
+
+def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: datetime | None = None,
+                 until: datetime | None = None) -> DataFrame:
+    """`df` (canonical columns) plus one double column per feature, point-in-time correct.
+
+    Uses every row of `df` as history. With `start` and `until`, returns only rows with
+    start <= ts < until, and reads only the history that can matter to them
+    (transactions and chargebacks from start - 30 days on, before until); their features
+    are the same as without the bounds. Spark sorts once per entity: all card features
+    share one window ordering, all merchant features (and the chargeback events the
+    merchant fraud rate needs) another.
+
+        feats = add_features(tx.df, ["card_count_1h", "merchant_fraud_rate_30d"])
+    """
+    features = list(features)
+    unknown = [f for f in features if f not in known_features()]
+    if unknown:
+        raise ValueError(f"unknown features: {', '.join(unknown)}")
+    lo = _micros(start) - MAX_LOOKBACK_SECONDS * _US if start is not None else None
+    hi = _micros(until) if until is not None else None
+
+    def bounded(t: Column) -> Column:
+        cond = F.lit(True)
+        if lo is not None:
+            cond = cond & (t >= lo)
+        if hi is not None:
+            cond = cond & (t < hi)
+        return cond
+
+    out = df.withColumn(_T, F.unix_micros(F.col(C.TS))).where(bounded(F.col(_T)))
+    amount = F.col(C.AMOUNT)
+
+    # --- per merchant: running sums of +/- events (see _merchant_events), one sort
+    mneed = _needed_windows(features, "merchant")
+    rate = "merchant_fraud_rate_30d" in features
+    if rate:
+        mneed["count"].add("30d")
+    if mneed["count"] or mneed["amount"]:
+        events = _merchant_events(out, df, mneed, rate, bounded, hi)
+        merchant = Window.partitionBy(C.MERCHANT_ID).orderBy(_T).rangeBetween(Window.unboundedPreceding, -1)
+        mcols: dict[str, Column] = {}
+        for w in sorted(mneed["count"]):
+            mcols[f"_mc_{w}"] = F.coalesce(F.sum(f"_dc_{w}").over(merchant), F.lit(0))
+        for w in sorted(mneed["amount"]):
+            mcols[f"_ma_{w}"] = F.coalesce(F.sum(f"_da_{w}").over(merchant), F.lit(0)) / AMOUNT_SCALE
+        if rate:
+            mcols["_mcb_30d"] = F.coalesce(F.sum("_dcb").over(merchant), F.lit(0))
+        out = events.withColumns(mcols).where(F.col("_is_tx") == 1)
+
+    # --- per card: one window ordering for every card feature
+    card = Window.partitionBy(C.CARD_ID).orderBy(_T)
+    cneed = _needed_windows(features, "card")
+    if "amount_to_card_mean" in features:
+        cneed["count"].add("30d")
+        cneed["amount"].add("30d")
+    card_cols: dict[str, Column] = {}
+    for w in sorted(cneed["count"]):
+        card_cols[f"_cc_{w}"] = F.count(F.lit(1)).over(_frame(card, WINDOW_SECONDS[w]))
+    for w in sorted(cneed["amount"]):
+        card_cols[f"_ca_{w}"] = F.coalesce(F.sum(amount).over(_frame(card, WINDOW_SECONDS[w])), F.lit(0.0))
+    if "seconds_since_card_prev" in features:
+        card_cols["_cprev"] = F.max(_T).over(_frame(card, MAX_LOOKBACK_SECONDS))
+    if card_cols:
+        out = out.withColumns(card_cols)
+
+    # --- the features themselves, as doubles
+    feats: dict[str, Column] = {}
+    for f in features:
+        if f == "amount":
+            continue  # the amount column is already there (and a slice column)
+        if f == "hour_of_day":
+            e = F.hour(F.col(C.TS))
+        elif f == "is_online":
+            e = (F.lower(F.col(C.CHANNEL)) == "online").cast("int")  # null channel stays null
+        elif f == "cross_border":
+            e = (F.col(C.COUNTRY) != F.col(C.CARD_COUNTRY)).cast("int")
+        elif f == "seconds_since_card_prev":
+            e = (F.col(_T) - F.col("_cprev")) / _US
+        elif f == "amount_to_card_mean":
+            n, s = F.col("_cc_30d"), F.col("_ca_30d")
+            e = F.when((n > 0) & (s != 0), amount / (s / n)).otherwise(F.lit(1.0))
+        elif f == "merchant_fraud_rate_30d":
+            e = F.col("_mcb_30d") / (F.col("_mc_30d") + F.lit(MERCHANT_RATE_SMOOTHING))
+        else:
+            entity, kind, w = f.split("_")
+            e = F.col(f"_{entity[0]}{kind[0]}_{w}")
+        feats[f] = e.cast("double")
+    out = out.withColumns(feats)
+    if "amount" in features:
+        out = out.withColumn(C.AMOUNT, amount.cast("double"))
+    if start is not None:
+        out = out.where(F.col(_T) >= _micros(start))
+    helpers = [c for c in out.columns if c.startswith("_")]
+    return out.drop(*helpers)
+
+
+def build_training_set(raw_path: str | Path, spec: TrainingSpec, out_dir: str | Path, *, as_of: str | None = None,
+                       previous_rows: int | None = None, spark: SparkSession | None = None) -> TrainingSetResult:
+    """Read raw transactions, check them, build point-in-time features, write train/test Parquet.
+
+    `as_of` (ISO date) overrides the spec's; when neither is set and the windows are
+    derived, the latest transaction's time is used. `previous_rows` is the raw row count
+    of the previous run's data snapshot (``snapshot["rows"]``), for the row-count-change
+    check. Raises DataCheckError (first failed check), MissingColumnError or RatchetError.
+
+    Output: ``out_dir/train.parquet`` and ``out_dir/test.parquet`` (directories of Parquet
+    parts, readable by pandas.read_parquet) with transaction_id, ts (naive UTC),
+    ``label`` (0/1), every feature (double) and the slice columns the data has, rows
+    sorted by (ts, transaction_id) within each part.
+
+        result = build_training_set("data/tx.parquet", spec, "out/trainingset", as_of="2025-06-01")
+    """
+    spark = spark or get_spark()
+    features = list(spec.features)
+    tx = read_transactions(spark, raw_path, spec)
+    df = tx.df
+
+    # 1. raw data: one aggregation; fail before the expensive part
+    keep = filter_condition(spec.filters)
+    null_columns = [c for c in C.REQUIRED if c in tx.columns]
+    if C.LABEL_AVAILABLE_AT in tx.columns and not tx.label_available_derived:
+        null_columns.append(C.LABEL_AVAILABLE_AT)
+    rstats = raw_stats(df, null_columns, keep, C.IS_FRAUD, F.unix_micros(F.col(C.TS)))
+    expected = {c: CANONICAL_TYPES[c] for c in tx.columns}
+    actual = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    results = run_checks(evaluate_raw(rstats, spec.checks, actual, expected, previous_rows))
+    snapshot = data_snapshot(tx, rstats.rows)
+
+    latest = _from_micros(rstats.max_ts_micros) if rstats.max_ts_micros is not None else None
+    try:
+        windows = spec.windows.resolve(latest_ts=latest, as_of=as_of)
+    except ValueError as exc:
+        raise RatchetError(f"cannot resolve the train/test windows: {exc}") from None
+
+    # 2. features over all (filtered) history, then the two windows of mature rows
+    feat = add_features(df.where(keep), features, start=min(windows.train_start, windows.test_start),
+                        until=max(windows.train_end, windows.test_end))
+    t = F.unix_micros(F.col(C.TS))
+    in_window = (F.when((t >= _micros(windows.train_start)) & (t < _micros(windows.train_end)), F.lit("train"))
+                 .when((t >= _micros(windows.test_start)) & (t < _micros(windows.test_end)), F.lit("test")))
+    mature = F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)) <= _micros(windows.as_of)
+    split = F.when(in_window.isNotNull() & ~F.coalesce(mature, F.lit(False)), F.lit("immature")).otherwise(in_window)
+    slices = [c for c in SLICE_COLUMNS if c in tx.columns and c not in features]
+    rows = (feat.withColumn("split", split).where(F.col("split").isNotNull())
+            .select("split", C.TRANSACTION_ID, F.col(C.TS).cast("timestamp_ntz").alias(C.TS),
+                    F.col(C.IS_FRAUD).alias(LABEL), *features, *slices)
+            .sortWithinPartitions("split", C.TS, C.TRANSACTION_ID))
+
+    # 3. one write for both splits, then statistics from the written columns (cheap)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = out / "_parts"
+    rows.write.mode("overwrite").partitionBy("split").parquet(str(parts))
+    written = spark.read.parquet(str(parts))
+    null_cols = [f for f in features if f not in NULLABLE_FEATURES]
+    splits = split_stats(written, "split", LABEL, null_cols)
+    immature = splits.get("immature")
+    paths = {}
+    for name in ("train", "test"):
+        target = out / f"{name}.parquet"
+        if target.exists():
+            shutil.rmtree(target)
+        src = parts / f"split={name}"
+        if src.exists():
+            os.replace(src, target)
+        else:
+            target.mkdir()
+        paths[name] = str(target.resolve())
+    shutil.rmtree(parts, ignore_errors=True)
+    results += run_checks(evaluate_splits(splits, spec.checks))
+
+    return TrainingSetResult(
+        train_path=paths["train"], test_path=paths["test"],
+        rows_train=splits["train"].rows, rows_test=splits["test"].rows,
+        windows=windows, snapshot=snapshot, features=features,
+        checks=[r.to_dict() for r in results], rows_immature=immature.rows if immature else 0,
+    )
