@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import io
 import json
 import os
@@ -88,7 +89,7 @@ def preflight(data: str, spec_path: str, contract_path: str, tracking_uri: str, 
 
     load_spec(spec_path)
     load_contract(contract_path)
-    if not Path(data).exists():
+    if not Path(data).exists() and not glob.glob(data):
         raise RatchetError(f"--data {data}: no such file or directory; point it at Parquet transactions "
                            "(e.g. from `ratchet synth --out data.parquet`)")
     check_release_preconditions(tracking_uri, model_name, bootstrap)
@@ -119,7 +120,7 @@ def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: 
     try:
         with contextlib.redirect_stdout(sink), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            release_pipeline(data_path=str(Path(data).resolve()), spec_yaml=spec_yaml, spec_name=spec_path,
+            release_pipeline(data_path=data if glob.has_magic(data) else str(Path(data).resolve()), spec_yaml=spec_yaml, spec_name=spec_path,
                              contract_yaml=contract_yaml, contract_name=contract_path, tracking_uri=uri,
                              report_dir=str(report_dir), model_name=model_name, as_of=as_of or "",
                              bootstrap=bootstrap)

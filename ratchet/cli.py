@@ -52,6 +52,13 @@ def _cmd_pipeline_schedule(args: argparse.Namespace) -> int:
     return schedule_cli(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ratchet.serving.app import serve
+    from ratchet.serving.config import options_from_args
+
+    return serve(options_from_args(args))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ratchet.demo import run_demo
 
@@ -190,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--out", default="demo-out", help="demo folder: data, MLflow store, runs (default demo-out)")
     d.set_defaults(func=_cmd_demo)
+
+    from ratchet.serving.config import add_serve_arguments  # stdlib-only: keeps --help fast
+
+    sv = sub.add_parser("serve", help="run the decision service (production, canary, shadow, decision log)",
+                        description="Serve allow/block decisions over HTTP: production model, sticky canary, "
+                        "shadow, Parquet decision log, Prometheus metrics, hot reload via POST /admin/reload. "
+                        "Each flag falls back to its environment variable.")
+    add_serve_arguments(sv)
+    sv.set_defaults(func=_cmd_serve)
     return p
 
 

@@ -63,7 +63,9 @@ class ClauseResult:
             nums += f", {self.confidence:.0%} CI {_interval(self.interval)})" if self.interval else ")"
         elif self.interval:
             nums += f" ({self.confidence:.0%} CI {_interval(self.interval)})"
-        return f"{self.name} {self.status.replace('_', ' ')} for {self.slice}: {nums}; rule: {self.rule}; support {self.support} [{self.source}]"
+        why = f" ({self.reason})" if self.reason else ""
+        return (f"{self.name} {self.status.replace('_', ' ')} for {self.slice}: {nums}; rule: {self.rule}; "
+                f"support {self.support}{why} [{self.source}]")
 
 
 def _num(x: float | None, signed: bool = False) -> str:

@@ -1,0 +1,263 @@
+"""HTTP layer of the decision service (FastAPI on uvicorn) and `serve(options)`.
+
+Endpoints:
+    POST /v1/decide      one transaction -> allow/block (see Service.decide)
+    GET  /healthz        the process is alive
+    GET  /readyz         200 once a production model is loaded, else 503 with the reason
+    GET  /metrics        Prometheus text format
+    GET  /admin/config   what is loaded (versions, weight, cohort, thresholds, generation)
+    POST /admin/reload   load a new stage config, then swap atomically (no request dropped)
+
+    >>> serve(ServeOptions(tracking_uri="sqlite:///mlflow.db", stages=StageConfig(production=6)))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ratchet.errors import RatchetError, RegistryError, SpecError
+from ratchet.serving.config import ServeOptions, StageConfig, parse_cohort, parse_version_ref
+from ratchet.serving.metrics import Metrics
+from ratchet.serving.schema import ReloadRequest, validation_problems
+from ratchet.serving.service import Service
+
+log = logging.getLogger("ratchet.serving")
+JSON = "application/json"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class MetricsMiddleware:
+    """Pure ASGI (cheaper than BaseHTTPMiddleware): counts every response by path and status."""
+
+    def __init__(self, app, metrics: Metrics) -> None:  # noqa: ANN001
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.observe_request(scope["path"], status[0], time.perf_counter() - t0)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(json.dumps(payload, allow_nan=False).encode(), status_code=status, media_type=JSON)
+
+
+def create_app(service: Service, *, initial: StageConfig | None = None, admin_token: str | None = None,
+               max_body_bytes: int = 64 * 1024) -> FastAPI:
+    """The FastAPI app around a Service; `initial` is loaded in the background at start-up."""
+    stop = threading.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):  # noqa: ANN202
+        if service.log is not None:
+            service.log.start()
+        if service.shadow is not None:
+            service.shadow.start()
+        if initial is not None and service.snapshot is None:
+            threading.Thread(target=service.load_initial, args=(initial, stop), name="initial-load",
+                             daemon=True).start()
+        try:
+            yield
+        finally:
+            stop.set()
+            # uvicorn has finished the in-flight requests by now: every answered decision is logged
+            await run_in_threadpool(service.close)
+            log.info("decision service stopped; decision log flushed")
+
+    app = FastAPI(title="ratchet decision service", lifespan=lifespan, docs_url=None, redoc_url=None)
+    too_large = {"detail": [{"field": "(body)", "loc": [], "type": "too_large",
+                             "msg": f"request body exceeds {max_body_bytes} bytes"}]}
+
+    @app.post("/v1/decide")
+    async def decide(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _TooLarge:
+            return _json(413, too_large)
+        rid = request.headers.get("x-request-id")
+        if rid is not None and not (0 < len(rid) <= 128 and rid.isprintable()):
+            return _json(422, {"detail": [{"field": "x-request-id", "loc": ["header", "x-request-id"],
+                                           "type": "invalid", "msg": "1..128 printable characters"}]})
+        status, payload = service.decide(body, rid, t0)
+        return _json(status, payload)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json(200, {"status": "alive"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        snap = service.snapshot
+        if snap is None:
+            return _json(503, {"ready": False, "reason": service.not_ready_reason})
+        return _json(200, {"ready": True, "serving": snap.stages.fingerprint(), "generation": snap.generation})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def authorised(request: Request) -> bool:
+        return admin_token is None or request.headers.get("authorization") == f"Bearer {admin_token}"
+
+    @app.get("/admin/config")
+    async def admin_config(request: Request) -> Response:
+        if not authorised(request):
+            return _json(401, {"detail": "missing or wrong bearer token"})
+        snap = service.snapshot
+        base = {"model_name": service.model_name, "ready": snap is not None}
+        if snap is None:
+            return _json(200, {**base, "reason": service.not_ready_reason})
+        return _json(200, {**base, **snap.describe()})
+
+    @app.post("/admin/reload")
+    async def admin_reload(request: Request) -> Response:
+        if not authorised(request):
+            return _json(401, {"detail": "missing or wrong bearer token"})
+        try:
+            body = await _read_body(request, max_body_bytes)
+            req = ReloadRequest.model_validate_json(body or b"{}")
+        except _TooLarge:
+            return _json(413, too_large)
+        except ValidationError as exc:
+            return _json(422, {"detail": validation_problems(exc)})
+        changes: dict[str, Any] = {}
+        try:
+            for key in ("production", "canary", "shadow"):
+                if key in req.model_fields_set:
+                    changes[key] = parse_version_ref(getattr(req, key), key)
+            if "canary_weight" in req.model_fields_set:
+                changes["canary_weight"] = float(req.canary_weight)
+            if "cohort" in req.model_fields_set:
+                changes["cohort"] = parse_cohort(req.cohort)
+        except SpecError as exc:
+            return _json(422, {"detail": str(exc)})
+        if "production" in changes and changes["production"] is None:
+            return _json(422, {"detail": [{"field": "production", "loc": ["production"], "type": "missing",
+                                           "msg": "production cannot be removed"}]})
+        target = service.merge(changes)
+        try:
+            # loading from MLflow takes a while: off the event loop, so decisions keep flowing
+            snap = await run_in_threadpool(service.reload, target, req.reason)
+        except (RegistryError, RatchetError) as exc:
+            return _json(409, {"detail": str(exc), "serving": _serving(service)})
+        except Exception as exc:  # noqa: BLE001 - registry unreachable etc.: old config keeps serving
+            log.error("reload to %s failed: %s", target.fingerprint(), exc)
+            return _json(503, {"detail": f"reload failed, still serving the previous config: "
+                                         f"{type(exc).__name__}: {exc}"[:2000], "serving": _serving(service)})
+        return _json(200, {"model_name": service.model_name, **snap.describe()})
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> Response:
+        log.exception("internal error: %s", exc)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    return MetricsMiddleware(app, service.metrics)  # type: ignore[return-value]
+
+
+def _serving(service: Service) -> str | None:
+    return service.snapshot.stages.fingerprint() if service.snapshot else None
+
+
+def build_service(options: ServeOptions) -> Service:
+    """A Service wired to the registry, a decision log (if configured) and a shadow worker."""
+    from ratchet.serving.decision_log import DecisionLog
+    from ratchet.serving.shadow import ShadowScorer
+
+    metrics = Metrics()
+    decision_log = None
+    if options.decision_log:
+        decision_log = DecisionLog(options.decision_log, metrics, rotate_rows=options.log_rotate_rows,
+                                   rotate_seconds=options.log_rotate_seconds)
+    shadow = ShadowScorer(metrics, decision_log, queue_size=options.shadow_queue,
+                          timeout_s=options.shadow_timeout_ms / 1000.0)
+    return Service(_LazyLoader(options), metrics, decision_log, shadow, model_name=options.model_name)
+
+
+class _LazyLoader:
+    """Imports mlflow (seconds) on first use, in the loading thread, so /healthz answers at once."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self._loader = None
+        self._lock = threading.Lock()
+
+    def _get(self):  # noqa: ANN202
+        with self._lock:
+            if self._loader is None:
+                from ratchet.registry import Registry
+                from ratchet.serving.models import ModelLoader
+
+                self._loader = ModelLoader(Registry(self.options.tracking_uri, self.options.model_name))
+            return self._loader
+
+    def resolve(self, ref):  # noqa: ANN001, ANN201
+        return self._get().resolve(ref)
+
+    def load(self, version: int):  # noqa: ANN201
+        return self._get().load(version)
+
+    def forget_except(self, keep: set[int]) -> None:
+        if self._loader is not None:
+            self._loader.forget_except(keep)
+
+
+def serve(options: ServeOptions) -> int:
+    """Run the service until SIGTERM/SIGINT; the decision log is flushed on the way out."""
+    import importlib.util
+
+    import uvicorn
+
+    # background threads (log writer, shadow) hold the GIL for at most 1 ms at a time, not 5 ms
+    sys.setswitchinterval(0.001)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    service = build_service(options)
+    app = create_app(service, initial=options.stages, admin_token=options.admin_token,
+                     max_body_bytes=options.max_body_bytes)
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    log.info("decision service on http://%s:%d (model %s, asked %s, %s/%s)", options.host, options.port,
+             options.model_name, options.stages.fingerprint(), loop, http)
+    uvicorn.run(app, host=options.host, port=options.port, loop=loop, http=http, access_log=False,
+                log_level="warning", timeout_graceful_shutdown=10, lifespan="on")
+    return 0
+

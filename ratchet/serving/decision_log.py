@@ -1,0 +1,216 @@
+"""The decision log: every decision of every role, in Parquet files Spark and pandas read.
+
+Requests only append a tuple to a deque (thread-safe, never blocks); a writer thread
+drains it into Arrow batches and writes one file per rotation (every `rotate_rows` rows
+or `rotate_seconds` seconds), named decisions-<first row time>-<instance>-<seq>.parquet.
+A local file is written under a dot-name and renamed, so readers never see half a file
+(Spark and pandas skip names starting with '.' or '_'). close() writes what is left.
+
+    >>> log = DecisionLog("decisions/", metrics); log.start()
+    >>> log.append((request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1, req, names))
+    >>> log.close()   # flushes
+    >>> pandas.read_parquet("decisions/")
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from ratchet.serving.schema import SLICE_KEYS
+
+log = logging.getLogger("ratchet.serving")
+
+#: The stable schema of every decision-log file.
+SCHEMA = pa.schema([
+    ("request_id", pa.string()),
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("role", pa.string()),             # production | canary | shadow
+    ("version", pa.int64()),
+    ("score", pa.float64()),           # null when status != ok
+    ("threshold", pa.float64()),
+    ("decision", pa.string()),         # allow | block; null when status != ok
+    ("status", pa.string()),           # ok | error | timeout
+    ("error", pa.string()),
+    ("latency_ms", pa.float64()),      # served roles: request received -> decided; shadow: its scoring
+    ("config_generation", pa.int64()),  # which loaded configuration decided (see GET /admin/config)
+    *[(k, pa.string()) for k in SLICE_KEYS],
+    ("features", pa.map_(pa.string(), pa.float64())),  # served rows only: the model inputs, for replay
+])
+
+# Row tuple layout appended by the service (cheap to build on the request path):
+# (request_id, ts_epoch_s, role, version, score, threshold, decision, status, error, latency_ms,
+#  generation, request (pydantic model with slice keys and features), feature_names or None)
+_N_SCALAR = 11
+
+
+def _batch(rows: list[tuple]) -> pa.RecordBatch:
+    cols: list[list[Any]] = [[] for _ in range(_N_SCALAR)]
+    keys: list[list[Any]] = [[] for _ in SLICE_KEYS]
+    feats: list[Any] = []
+    for row in rows:
+        for i in range(_N_SCALAR):
+            cols[i].append(row[i])
+        req, names = row[_N_SCALAR], row[_N_SCALAR + 1]
+        for j, k in enumerate(SLICE_KEYS):
+            keys[j].append(getattr(req, k, None))
+        if names is None:
+            feats.append(None)
+        else:
+            pairs = []
+            for n in names:
+                v = getattr(req, n, None)
+                pairs.append((n, math.nan if v is None else float(v)))
+            feats.append(pairs)
+    ts = pa.array([int(t * 1_000_000) for t in cols[1]], type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    arrays = [pa.array(cols[0], pa.string()), ts] + [
+        pa.array(cols[i], SCHEMA.field(i).type) for i in range(2, _N_SCALAR)
+    ] + [pa.array(k, pa.string()) for k in keys] + [pa.array(feats, SCHEMA.field("features").type)]
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+def _filesystem(where: str):  # noqa: ANN202 -> (pyarrow.fs.FileSystem, path, is_local)
+    from pyarrow import fs
+
+    if "://" in where and not where.startswith("file://"):
+        filesystem, path = fs.FileSystem.from_uri(where)
+        return filesystem, path.rstrip("/"), isinstance(filesystem, fs.LocalFileSystem)
+    path = where[len("file://"):] if where.startswith("file://") else where
+    return fs.LocalFileSystem(), os.path.abspath(path), True
+
+
+class DecisionLog:
+    """Buffered, rotating Parquet writer of decisions; append() never blocks."""
+
+    def __init__(self, where: str, metrics=None, *, rotate_rows: int = 100_000,  # noqa: ANN001
+                 rotate_seconds: float = 60.0, max_buffered_rows: int = 1_000_000, drain_every: float = 0.2) -> None:
+        self.where = where
+        self.fs, self.path, self.local = _filesystem(where)
+        self.fs.create_dir(self.path, recursive=True)
+        self.rotate_rows = max(1, rotate_rows)
+        self.rotate_seconds = rotate_seconds
+        self.max_buffered_rows = max_buffered_rows
+        self.drain_every = drain_every
+        self.instance = secrets.token_hex(3)
+        self._queue: collections.deque[tuple] = collections.deque()
+        self._batches: list[pa.RecordBatch] = []
+        self._pending = 0
+        self._file_started: float | None = None
+        self._seq = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # serialises drain/write between the thread and close()
+        self.rows_written = 0
+        self.files_written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        if metrics is not None:
+            metrics.gauges.update({
+                "ratchet_decision_log_rows_written": lambda: self.rows_written,
+                "ratchet_decision_log_files_written": lambda: self.files_written,
+                "ratchet_decision_log_dropped": lambda: self.dropped,
+                "ratchet_decision_log_write_errors": lambda: self.write_errors,
+                "ratchet_decision_log_buffered_rows": lambda: len(self._queue) + self._pending,
+            })
+
+    # ---- request path ----------------------------------------------------------------
+    def append(self, row: tuple) -> None:
+        if len(self._queue) >= self.max_buffered_rows:
+            self.dropped += 1  # the writer is far behind (storage down): shed, count, never block
+            return
+        self._queue.append(row)
+
+    # ---- writer ------------------------------------------------------------------------
+    def start(self) -> DecisionLog:
+        self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.drain_every):
+            try:
+                self._step(final=False)
+            except Exception:  # noqa: BLE001 - the writer must survive anything
+                log.exception("decision log writer failed")
+
+    def _drain(self) -> None:
+        q = self._queue
+        n = len(q)
+        if not n:
+            return
+        rows = [q.popleft() for _ in range(n)]
+        if self._file_started is None:
+            self._file_started = rows[0][1]
+        for i in range(0, n, 50_000):
+            self._batches.append(_batch(rows[i:i + 50_000]))
+        self._pending += n
+
+    def _step(self, final: bool) -> None:
+        with self._lock:
+            self._drain()
+            if not self._pending:
+                return
+            age = time.time() - (self._file_started or time.time())
+            if not (final or self._pending >= self.rotate_rows or age >= self.rotate_seconds):
+                return
+            table = pa.Table.from_batches(self._batches, schema=SCHEMA)
+            # files of at most rotate_rows rows; a partial one only when it is old enough or at close
+            while table.num_rows and (table.num_rows >= self.rotate_rows or final or age >= self.rotate_seconds):
+                chunk = table.slice(0, self.rotate_rows)
+                if not self._write(chunk):
+                    break
+                table = table.slice(chunk.num_rows)
+                self._file_started = time.time()
+            self._batches = table.combine_chunks().to_batches() if table.num_rows else []
+            self._pending = table.num_rows
+            if not self._pending:
+                self._file_started = None
+            elif self._pending > self.max_buffered_rows:  # storage keeps failing: shed the oldest
+                over = self._pending - self.max_buffered_rows
+                self.dropped += over
+                rest = table.slice(over)
+                self._batches, self._pending = rest.combine_chunks().to_batches(), rest.num_rows
+
+    def _write(self, table: pa.Table) -> bool:
+        import pyarrow.parquet as pq
+
+        started = datetime.fromtimestamp(self._file_started or time.time(), timezone.utc)
+        self._seq += 1
+        name = (f"decisions-{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-"
+                f"{self.instance}-{self._seq:06d}.parquet")
+        final = f"{self.path}/{name}"
+        try:
+            if self.local:
+                tmp = f"{self.path}/.{name}.tmp"
+                pq.write_table(table, tmp, filesystem=self.fs)
+                self.fs.move(tmp, final)
+            else:
+                pq.write_table(table, final, filesystem=self.fs)
+        except Exception as exc:  # noqa: BLE001 - keep the rows and retry at the next rotation
+            self.write_errors += 1
+            self._seq -= 1
+            log.error("decision log: could not write %s: %s", final, exc)
+            return False
+        self.rows_written += table.num_rows
+        self.files_written += 1
+        return True
+
+    def flush(self) -> None:
+        """Write everything appended so far into a file now (also used by tests)."""
+        self._step(final=True)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the writer thread and write what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.flush()

@@ -1,0 +1,89 @@
+"""Request validation: one strict pydantic model per set of loaded features.
+
+The features a request may carry are the union of the loaded models' feature names,
+so the model is rebuilt on every reload. Every feature is optional (null or absent ->
+NaN, XGBoost's missing value) and must be a finite JSON number inside its range; slice
+keys are bounded strings; unknown fields are rejected. Validation errors name the field:
+
+    >>> Req = request_model(("amount", "card_count_1h"))
+    >>> Req.model_validate_json(b'{"card_id": "c1", "amount": -3}')
+    ValidationError: amount  Input should be greater than or equal to 0 ...
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from ratchet.data import columns as C
+
+#: Slice keys a request may carry (logged with every decision; card_id routes the canary).
+SLICE_KEYS: tuple[str, ...] = (C.TRANSACTION_ID, C.CARD_ID, C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY,
+                               C.CARD_COUNTRY, C.CHANNEL)
+MAX_KEY_LENGTH = 128
+_COUNT_OR_AMOUNT = re.compile(r"^(card|merchant)_(count|amount)_\w+$")
+
+#: Ranges of the features ratchet's training-set job computes: (ge, le); None = unbounded.
+FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "amount": (0.0, None),
+    "hour_of_day": (0.0, 24.0),
+    "is_online": (0.0, 1.0),
+    "cross_border": (0.0, 1.0),
+    "seconds_since_card_prev": (0.0, None),
+    "amount_to_card_mean": (0.0, None),
+    "merchant_fraud_rate_30d": (0.0, 1.0),
+}
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True,
+                     str_max_length=MAX_KEY_LENGTH)
+
+
+def feature_range(name: str) -> tuple[float | None, float | None]:
+    if name in FEATURE_RANGES:
+        return FEATURE_RANGES[name]
+    if _COUNT_OR_AMOUNT.match(name):
+        return (0.0, None)
+    return (None, None)
+
+
+def request_model(features: tuple[str, ...] | list[str]) -> type[BaseModel]:
+    """A strict pydantic model for a decision request carrying these features."""
+    fields: dict[str, Any] = {
+        C.CARD_ID: (str, Field(..., min_length=1, max_length=MAX_KEY_LENGTH)),
+    }
+    for key in SLICE_KEYS:
+        if key != C.CARD_ID:
+            fields[key] = (str | None, Field(None, max_length=MAX_KEY_LENGTH))
+    for name in features:
+        if name in fields:
+            raise ValueError(f"feature {name!r} collides with a slice key")
+        if not name.isidentifier() or name.startswith("_"):
+            raise ValueError(f"feature name {name!r} cannot be a request field")
+        ge, le = feature_range(name)
+        fields[name] = (float | None, Field(None, ge=ge, le=le))
+    return create_model("DecisionRequest", __config__=_STRICT, **fields)
+
+
+def validation_problems(exc: ValidationError, limit: int = 20) -> list[dict[str, Any]]:
+    """A JSON-safe list of problems, each naming the field (no echo of large inputs)."""
+    out = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False)[:limit]:
+        loc = [str(p) for p in e.get("loc", ())]
+        out.append({"field": ".".join(loc) or "(body)", "loc": loc, "type": e.get("type"), "msg": e.get("msg")})
+    return out
+
+
+class ReloadRequest(BaseModel):
+    """Body of POST /admin/reload. Absent keys keep their current value; null removes a
+    canary or shadow; a version may be a number or an alias ("@production")."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
+
+    production: int | str | None = Field(None)
+    canary: int | str | None = Field(None)
+    canary_weight: float = Field(0.0, ge=0.0, le=100.0)
+    shadow: int | str | None = Field(None)
+    cohort: dict[str, list[str]] | list[tuple[str, list[str]]] | None = Field(None)
+    reason: str | None = Field(None, max_length=2000)

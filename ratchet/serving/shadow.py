@@ -1,0 +1,121 @@
+"""The shadow: scores every request off the request path, logged, never acted on.
+
+The request path only appends to a bounded deque (full -> dropped and counted); one
+worker thread drains it in batches (one inplace_predict for many rows, so the shadow
+costs a fraction of a single-row predict per request), compares with the served
+decision and writes shadow rows to the decision log. A shadow that raises is counted
+(status "error"); one slower than the timeout is counted (status "timeout") and its
+late scores discarded; requests that waited too long are dropped as stale. Nothing
+here can reach the production answer: no locks are shared with the request path.
+
+    >>> sh = ShadowScorer(metrics, decision_log, queue_size=10_000, timeout_s=0.05).start()
+    >>> sh.submit((model, request_id, time.monotonic(), req, "production", "allow", generation))
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger("ratchet.serving")
+
+# Item: (LoadedModel, request_id, enqueued monotonic s, request, served role, served decision, generation)
+ShadowItem = tuple
+
+
+class ShadowScorer:
+    def __init__(self, metrics, decision_log=None, *, queue_size: int = 10_000, timeout_s: float = 0.05,  # noqa: ANN001
+                 stale_after_s: float = 2.0, batch: int = 512, poll_s: float = 0.002) -> None:
+        self.metrics = metrics
+        self.log = decision_log
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self.stale_after_s = stale_after_s
+        self.batch = batch
+        self.poll_s = poll_s
+        self._queue: collections.deque[ShadowItem] = collections.deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        metrics.gauges["ratchet_shadow_queue_length"] = lambda: len(self._queue)
+
+    def submit(self, item: ShadowItem) -> None:
+        """Request path: O(1), never blocks, never raises."""
+        if len(self._queue) >= self.queue_size:
+            self.metrics.shadow_dropped["queue_full"] += 1
+            return
+        self._queue.append(item)
+
+    def start(self) -> ShadowScorer:
+        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stop.is_set():
+                    return
+                time.sleep(self.poll_s)
+                continue
+            try:
+                self._score_some()
+            except Exception:  # noqa: BLE001 - the worker must survive anything
+                log.exception("shadow worker failed")
+
+    def _score_some(self) -> None:
+        q = self._queue
+        items = [q.popleft() for _ in range(min(len(q), self.batch))]
+        now = time.monotonic()
+        fresh = [it for it in items if now - it[2] <= self.stale_after_s]
+        if len(fresh) < len(items):
+            self.metrics.shadow_dropped["stale"] += len(items) - len(fresh)
+        by_model: dict[int, list[ShadowItem]] = {}
+        for it in fresh:
+            by_model.setdefault(id(it[0]), []).append(it)
+        for group in by_model.values():
+            self._score_group(group)
+
+    def _score_group(self, group: list[ShadowItem]) -> None:
+        model = group[0][0]
+        names = model.features
+        m = self.metrics
+        status, error, scores = "ok", None, None
+        started = time.perf_counter()
+        try:
+            x = np.array([[getattr(it[3], f, None) for f in names] for it in group], dtype=np.float32)
+            scores = model.predict(x)
+        except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
+            status, error = "error", f"{type(exc).__name__}: {exc}"[:500]
+            m.shadow_errors += len(group)
+        elapsed = time.perf_counter() - started
+        m.shadow_latency.observe(elapsed)
+        if status == "ok" and elapsed > self.timeout_s:
+            status, error, scores = "timeout", f"shadow scoring took {elapsed * 1000:.0f} ms > {self.timeout_s * 1000:.0f} ms", None
+            m.shadow_timeouts += len(group)
+        now = time.time()
+        per_row_ms = elapsed * 1000 / len(group)
+        for i, (_model, request_id, _t, req, served_role, served_decision, generation) in enumerate(group):
+            if scores is not None:
+                score = float(scores[i])
+                thr = model.threshold_for(req.merchant_id)
+                decision = "block" if score >= thr else "allow"
+                m.decisions[("shadow", model.version, decision)] += 1
+                if decision != served_decision:
+                    m.shadow_disagreements[served_role] += 1
+            else:
+                score, thr, decision = None, model.threshold_for(req.merchant_id), None
+            if self.log is not None:
+                self.log.append((request_id, now, "shadow", model.version, score, thr, decision, status, error,
+                                 per_row_ms, generation, req, None))
+        if status == "ok":
+            m.shadow_scored += len(group)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Score what is queued (up to `timeout`), then stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
