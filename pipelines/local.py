@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ratchet.errors import RatchetError
-from ratchet.release import FAILURE_FILE, SUMMARY_FILE, check_release_preconditions
+from ratchet.release import FAILURE_FILE, GATE_FILE, SUMMARY_FILE, check_release_preconditions
 from ratchet.registry.store import absolute_tracking_uri, default_tracking_uri
 
 EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -59,6 +59,8 @@ class ReleaseOutcome:
     def exit_code(self) -> int:
         if self.failure:
             return EXIT_BAD_INPUT if self.failure.get("user_error") else EXIT_INTERNAL
+        if self.summary.get("exercise"):
+            return EXIT_OK  # a rehearsal succeeds when every step ran; the verdict is in the summary
         return EXIT_OK if self.summary.get("passed") else EXIT_REJECTED
 
     def to_json(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class ReleaseOutcome:
             "ok": True,
             "version": self.summary.get("version"),
             "verdict": "passed" if self.summary.get("passed") else "rejected",
+            "exercise": bool(self.summary.get("exercise")),
             "reason": self.summary.get("reason"),
             "stage": self.summary.get("stage"),
             "baseline_version": self.summary.get("baseline_version"),
@@ -87,19 +90,24 @@ def preflight(data: str, spec_path: str, contract_path: str, tracking_uri: str, 
     from ratchet.contracts import load_contract
     from ratchet.train.spec import load_spec
 
-    load_spec(spec_path)
+    from ratchet.data.dataset import preflight as data_preflight
+
+    spec = load_spec(spec_path)
     load_contract(contract_path)
     if not Path(data).exists() and not glob.glob(data):
         raise RatchetError(f"--data {data}: no such file or directory; point it at Parquet transactions "
                            "(e.g. from `ratchet synth --out data.parquet`)")
+    data_preflight(data, spec)
     check_release_preconditions(tracking_uri, model_name, bootstrap)
     return Path(spec_path).read_text(encoding="utf-8"), Path(contract_path).read_text(encoding="utf-8")
 
 
 def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: str | None = None,
                 model_name: str = "fraud", as_of: str | None = None, bootstrap: bool = False,
-                workdir: str = "runs", quiet: bool = False) -> ReleaseOutcome:
-    """Run one release on kfp's local runner and return its outcome (raises on bad input)."""
+                workdir: str = "runs", quiet: bool = False, exercise: bool = False) -> ReleaseOutcome:
+    """Run one release on kfp's local runner and return its outcome (raises on bad input).
+
+    exercise=True runs every step up to the gate and registers nothing."""
     uri = absolute_tracking_uri(tracking_uri) if tracking_uri else default_tracking_uri()
     spec_yaml, contract_yaml = preflight(data, spec_path, contract_path, uri, model_name, bootstrap)
     run_id = datetime.now(timezone.utc).strftime("release-%Y%m%d-%H%M%S-%f")
@@ -123,7 +131,7 @@ def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: 
             release_pipeline(data_path=data if glob.has_magic(data) else str(Path(data).resolve()), spec_yaml=spec_yaml, spec_name=spec_path,
                              contract_yaml=contract_yaml, contract_name=contract_path, tracking_uri=uri,
                              report_dir=str(report_dir), model_name=model_name, as_of=as_of or "",
-                             bootstrap=bootstrap)
+                             bootstrap=bootstrap, exercise=exercise)
     except RuntimeError as exc:
         failure_path = report_dir / FAILURE_FILE
         failure = json.loads(failure_path.read_text()) if failure_path.exists() else {
@@ -132,7 +140,11 @@ def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: 
     finally:
         if quiet:
             sink.close()
-    summary = json.loads((report_dir / SUMMARY_FILE).read_text())
+    if exercise:  # nothing registered: the gate's own record is the summary
+        summary = {**json.loads((report_dir / GATE_FILE).read_text()), "version": None, "stage": None,
+                   "exercise": True}
+    else:
+        summary = json.loads((report_dir / SUMMARY_FILE).read_text())
     return ReleaseOutcome(str(report_dir), summary=summary, seconds=time.perf_counter() - started)
 
 
@@ -143,7 +155,9 @@ def format_outcome(outcome: ReleaseOutcome, model_name: str) -> str:
         return f"release FAILED at step '{j['failed_step']}': {j['error']}\n  reports: {j['report_dir']}"
     m = j["metrics"]
     stage = f"@{j['stage']}" if j["stage"] else "no alias"
-    lines = [f"{model_name} version {j['version']}: {j['verdict']} -> {stage}  ({j['reason']})",
+    head = (f"exercise run (nothing registered): gate {j['verdict']}" if j["exercise"]
+            else f"{model_name} version {j['version']}: {j['verdict']} -> {stage}")
+    lines = [f"{head}  ({j['reason']})",
              "  test metrics: " + ", ".join(f"{k}={_fmt(m.get(k))}" for k in SUMMARY_METRICS)]
     if j.get("baseline_metrics"):
         lines.append(f"  production v{j['baseline_version']}: " +
@@ -160,10 +174,12 @@ def _fmt(v: Any) -> str:
 
 def run_release_cli(args: argparse.Namespace) -> int:
     """`ratchet pipeline run --local`: run, print text or JSON, exit 0/1/2/3."""
+    from ratchet.files import project_file
+
     try:
-        outcome = run_release(args.data, args.spec, args.contract, tracking_uri=args.tracking_uri,
+        outcome = run_release(args.data, project_file(args.spec), project_file(args.contract), tracking_uri=args.tracking_uri,
                               model_name=args.model_name, as_of=args.as_of, bootstrap=args.bootstrap,
-                              workdir=args.workdir, quiet=args.format == "json")
+                              workdir=args.workdir, quiet=args.format == "json", exercise=args.exercise)
     except RatchetError as exc:
         if args.format == "json":  # scripts read stdout: tell them too
             print(json.dumps({"ok": False, "failed_step": "preflight", "error": str(exc)}, indent=2))

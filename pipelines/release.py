@@ -20,7 +20,9 @@ COMPILED = Path(__file__).with_name("release.yaml")
               description="Spark training set, data checks, XGBoost, contract gate, MLflow registration.")
 def release_pipeline(data_path: str, spec_yaml: str, contract_yaml: str, tracking_uri: str,
                      report_dir: str, spec_name: str = "spec.yaml", contract_name: str = "contract.yaml",
-                     model_name: str = "fraud", as_of: str = "", bootstrap: bool = False):
+                     model_name: str = "fraud", as_of: str = "", bootstrap: bool = False, exercise: bool = False):
+    """exercise=True rehearses a scheduled release: every step up to the gate runs (so
+    broken data, code or criteria show within one cycle) and nothing is registered."""
     ts = training_set(data_path=data_path, spec_yaml=spec_yaml, spec_name=spec_name, as_of=as_of,
                       tracking_uri=tracking_uri, model_name=model_name, report_dir=report_dir)
     ts.set_display_name("training set (Spark) + data checks")
@@ -30,14 +32,15 @@ def release_pipeline(data_path: str, spec_yaml: str, contract_yaml: str, trackin
                   contract_name=contract_name, tracking_uri=tracking_uri, model_name=model_name,
                   bootstrap=bootstrap, report_dir=report_dir)
     ev.set_display_name("evaluate vs @production + contract gate")
-    reg = register(model=tr.outputs["model"], dataset=ts.outputs["dataset"], evaluation=ev.outputs["evaluation"],
-                   spec_yaml=spec_yaml, spec_name=spec_name, tracking_uri=tracking_uri, model_name=model_name,
-                   report_dir=report_dir)
-    reg.set_display_name("register in MLflow")
-    with dsl.If(ev.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (kfp condition syntax)
-        pr = promote(version=reg.output, bootstrap=bootstrap, tracking_uri=tracking_uri,
-                     model_name=model_name, report_dir=report_dir)
-        pr.set_display_name("set alias")
+    with dsl.If(exercise == False, name="deploy"):  # noqa: E712 (kfp condition syntax)
+        reg = register(model=tr.outputs["model"], dataset=ts.outputs["dataset"],
+                       evaluation=ev.outputs["evaluation"], spec_yaml=spec_yaml, spec_name=spec_name,
+                       tracking_uri=tracking_uri, model_name=model_name, report_dir=report_dir)
+        reg.set_display_name("register in MLflow")
+        with dsl.If(ev.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
+            pr = promote(version=reg.output, bootstrap=bootstrap, tracking_uri=tracking_uri,
+                         model_name=model_name, report_dir=report_dir)
+            pr.set_display_name("set alias")
     for task in (ts, tr, ev, reg, pr):
         task.set_caching_options(False)
 

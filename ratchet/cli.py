@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", default=None, help="release date, ISO (default: from the spec or the data)")
     r.add_argument("--bootstrap", action="store_true",
                    help="no production model yet: pass on absolute bounds alone and go to @production")
+    r.add_argument("--exercise", action="store_true",
+                   help="rehearsal: run every step up to the gate, register nothing (exit 0 when all steps ran)")
     r.add_argument("--workdir", default="runs", help="where pipeline outputs go (default ./runs)")
     r.add_argument("--format", choices=["text", "json"], default="text")
     r.set_defaults(func=_cmd_pipeline_run)

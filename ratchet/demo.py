@@ -17,7 +17,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 MARKER = ".ratchet-demo"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _say(msg: str) -> None:
@@ -34,14 +33,6 @@ def prepare_folder(out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by ratchet demo; the demo empties this folder on each run\n")
-
-
-def project_file(relative: str) -> str:
-    """A file shipped with the project (specs/, contracts/), found from any working directory."""
-    for base in (Path.cwd(), ROOT):
-        if (base / relative).exists():
-            return str(base / relative)
-    return relative
 
 
 def inject_label_bug(data: Path, out: Path, category: str, until: str) -> Path:
@@ -62,6 +53,7 @@ def inject_label_bug(data: Path, out: Path, category: str, until: str) -> Path:
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every release ended as planned."""
     from pipelines.local import format_outcome, run_release
+    from ratchet.files import project_file
     from ratchet.data.synth import SynthConfig, write_transactions
     from ratchet.registry import Registry
 

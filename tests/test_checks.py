@@ -104,3 +104,30 @@ def test_statistics_come_from_one_aggregation_each(spark):
     per = split_stats(df.where(F.col("split").isNotNull()), "split", "is_fraud", ["amount"])
     assert per["train"] == SplitStats(rows=2, positives=1, nulls={"amount": 1})
     assert per["test"] == SplitStats(rows=2, positives=2, nulls={"amount": 1})
+
+
+def test_preflight_reads_only_the_schema_and_metadata(tmp_path):
+    """The cheap pre-pipeline check: mapping, missing columns and emptiness without Spark."""
+    import pandas as pd
+    import pytest
+
+    from ratchet.data.dataset import preflight
+    from ratchet.errors import DataCheckError, MissingColumnError
+    from ratchet.train.spec import load_spec
+
+    spec = load_spec("specs/fraud.yaml")
+    df = pd.DataFrame({"transaction_id": [1], "ts": pd.to_datetime(["2025-01-01"]), "card_id": ["c"],
+                       "merchant_id": ["m"], "merchant_category": ["x"], "country": ["FR"], "card_country": ["FR"],
+                       "channel": ["online"], "amount": [1.0], "is_fraud": [0],
+                       "label_available_at": pd.to_datetime(["2025-02-01"])})
+    df.to_parquet(tmp_path / "ok.parquet")
+    assert preflight(tmp_path / "ok.parquet", spec) == 1
+    df.head(0).to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(DataCheckError, match="non_empty"):
+        preflight(tmp_path / "empty.parquet", spec)
+    df.drop(columns=["channel"]).to_parquet(tmp_path / "nochannel.parquet")
+    with pytest.raises(MissingColumnError, match="feature 'is_online' needs columns channel"):
+        preflight(tmp_path / "nochannel.parquet", spec)
+    (tmp_path / "x.csv").write_text("transaction_id,ts\n1,2025-01-01\n")
+    with pytest.raises(MissingColumnError, match="required column 'card_id'"):
+        preflight(tmp_path / "x.csv", spec)

@@ -20,9 +20,13 @@ def test_every_component_runs_in_the_project_image():
 
 def test_gate_decides_promotion_with_a_condition():
     spec = yaml.safe_load(COMPILED.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
-    cond = tasks["condition-1"]
-    assert "evaluate-Output" in cond["triggerPolicy"]["condition"]
-    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(inner) == ["promote"], "only the alias step may depend on the gate"
-    assert "promote" not in tasks and "register" in tasks, "registration always runs; promotion only if passed"
+    root = spec["root"]["dag"]["tasks"]
+    assert {"training-set", "train", "evaluate", "condition-1"} <= set(root)
+    deploy = root["condition-1"]
+    assert "pipelinechannel--exercise" in deploy["triggerPolicy"]["condition"]
+    inner = spec["components"][deploy["componentRef"]["name"]]["dag"]["tasks"]
+    assert "register" in inner, "registration runs unless this is an exercise run"
+    gate = inner["condition-2"]
+    assert "evaluate-Output" in gate["triggerPolicy"]["condition"]
+    promote = spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(promote) == ["promote"], "only the alias step may depend on the gate"

@@ -100,7 +100,7 @@ def test_empty_dataset_is_refused(world, released):
     out = run(world, "--as-of", "2026-01-01", data=empty)
     assert out.returncode == 2, out.stdout + out.stderr
     j = json.loads(out.stdout)
-    assert j["ok"] is False and j["failed_step"] == "training_set" and "non_empty" in j["error"]
+    assert j["ok"] is False and j["failed_step"] == "preflight" and "non_empty" in j["error"]
     _assert_untouched(world, before)
 
 
@@ -123,7 +123,8 @@ def test_missing_column_is_refused(world, released):
     pd.read_parquet(world["data"]).drop(columns=["card_id"]).to_parquet(path)
     out = run(world, "--as-of", "2026-01-01", data=path)
     assert out.returncode == 2, out.stdout + out.stderr
-    assert "card_id" in json.loads(out.stdout)["error"]
+    j = json.loads(out.stdout)
+    assert j["failed_step"] == "preflight" and "required column 'card_id' not found" in j["error"]
     _assert_untouched(world, before)
 
 
@@ -173,6 +174,18 @@ def test_a_feature_needing_a_missing_column_is_named(tmp_path):
                   "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--workdir", str(tmp_path / "runs"),
                   "--bootstrap", "--format", "json", cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
-    err = json.loads(out.stdout)["error"]
+    j = json.loads(out.stdout)
+    assert j["failed_step"] == "preflight"
+    err = j["error"]
     assert "cross_border" in err and "country" in err and "card_country" in err
     assert Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "fraud").versions() == []
+
+
+def test_exercise_run_goes_up_to_the_gate_and_registers_nothing(world, released):
+    before = Registry(world["uri"], "fraud").versions()
+    out = run(world, "--as-of", "2026-01-01", "--exercise")
+    assert out.returncode == 0, out.stdout + out.stderr
+    j = json.loads(out.stdout)
+    assert j["exercise"] is True and j["version"] is None and j["verdict"] in ("passed", "rejected")
+    assert j["metrics"]["auc"] > 0.5 and j["baseline_version"] == 1
+    _assert_untouched(world, before)

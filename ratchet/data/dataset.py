@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ratchet.data import columns as C
-from ratchet.errors import MissingColumnError, RatchetError
+from ratchet.errors import DataCheckError, MissingColumnError, RatchetError
 from ratchet.train.spec import Filter, TrainingSpec, feature_needs
 
 #: Spark type of every canonical column after reading (the schema check compares to this).
@@ -105,11 +105,11 @@ def read_raw(spark: SparkSession, path: str | Path) -> tuple[DataFrame, tuple[st
     return df, files, abs_path
 
 
-def _find(df: DataFrame, name: str) -> str | None:
+def _find(columns: list[str], name: str) -> str | None:
     """The file's column called `name` (exact match first, then case-insensitive)."""
-    if name in df.columns:
+    if name in columns:
         return name
-    lowered = [c for c in df.columns if c.lower() == name.lower()]
+    lowered = [c for c in columns if c.lower() == name.lower()]
     return lowered[0] if len(lowered) == 1 else None
 
 
@@ -148,18 +148,17 @@ def _label(col: Column, dtype: T.DataType) -> Column:
     return col.try_cast("int")
 
 
-def canonicalize(raw: DataFrame, spec: TrainingSpec,
-                 source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
-    """Rename and cast `raw` to canonical columns; raise MissingColumnError for what is missing.
-
-    Returns (frame with only canonical columns, canonical columns present, derived label time).
-    """
+def resolve_columns(columns: list[str], spec: TrainingSpec,
+                    source_label: str = "the file") -> tuple[dict[str, str], bool]:
+    """Which source column serves each canonical one, and whether label_available_at must be
+    derived; raises MissingColumnError naming what is missing and how to map it. Pure: used
+    on Spark frames and, before anything starts, on a file's schema."""
     ds = spec.dataset
-    have = ", ".join(raw.columns)
+    have = ", ".join(columns)
     sources: dict[str, str] = {}
     for canon in C.CANONICAL:
         wanted = label_source(spec) if canon == C.IS_FRAUD else ds.source(canon)
-        found = _find(raw, wanted)
+        found = _find(columns, wanted)
         if found is not None:
             sources[canon] = found
         elif canon in C.REQUIRED:
@@ -188,6 +187,17 @@ def canonicalize(raw: DataFrame, spec: TrainingSpec,
             "Add `label_delay_days: N` under dataset: (labels final N days after the transaction), "
             "or map label_available_at under dataset.columns")
 
+    return sources, derived
+
+
+def canonicalize(raw: DataFrame, spec: TrainingSpec,
+                 source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
+    """Rename and cast `raw` to canonical columns; raise MissingColumnError for what is missing.
+
+    Returns (frame with only canonical columns, canonical columns present, derived label time).
+    """
+    sources, derived = resolve_columns(list(raw.columns), spec, source_label)
+    ds = spec.dataset
     dtypes = {f.name: f.dataType for f in raw.schema.fields}
     out: list[Column] = []
     for canon, src in sources.items():
@@ -245,3 +255,30 @@ def filter_condition(filters: tuple[Filter, ...] | list[Filter]) -> Column:
 def apply_filters(df: DataFrame, filters: tuple[Filter, ...] | list[Filter]) -> DataFrame:
     """Rows that pass every spec filter (canonical column names)."""
     return df.where(filter_condition(filters)) if filters else df
+
+
+def preflight(path: str | Path, spec: TrainingSpec) -> int | None:
+    """Checks that need no Spark, run before a pipeline starts: the files exist and are
+    readable, the columns map onto the spec, and the data is not empty. Returns the row
+    count when the file metadata tells it (Parquet), else None."""
+    files, fmt = list_data_files(path)
+    rows: int | None = None
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(files[0]).names)
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        else:
+            import csv
+            import gzip
+
+            opener = gzip.open if files[0].endswith(".gz") else open
+            with opener(files[0], "rt", newline="") as fh:
+                columns = next(csv.reader(fh), [])
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise RatchetError(f"{path}: cannot read the data as {fmt} ({str(exc).splitlines()[0][:300]})") from None
+    resolve_columns(columns, spec, str(path))
+    if rows == 0:
+        raise DataCheckError("non_empty", 0, "at least 1 row", "the dataset has no rows; check the export")
+    return rows
