@@ -191,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rollout_commands(sub)
 
+    from ratchet.monitor.cli import add_monitor_arguments, add_monitor_run_arguments
+
+    add_monitor_arguments(sub)  # ratchet drift | staleness | estimate [--recheck VERSION]
+    add_monitor_run_arguments(sub)  # ratchet monitor run --local
+
     d = sub.add_parser("demo", help="the main job: synthetic data, a bootstrap release, gated releases",
                        description="Generate synthetic data, run a bootstrap release (v1 -> production), "
                        "a second release on later data (v2 -> gated -> @staging) and a release with a "
