@@ -349,3 +349,120 @@ class Registry:
         for i, p in enumerate(parts):
             self.client.set_registered_model_tag(self.model_name, f"{name}.{digest}.part{i}", p)
         self.client.set_registered_model_tag(self.model_name, name, f"parts:{len(parts)}:{digest}")
+
+    # ---- monitoring (additions) ----------------------------------------------------
+    # Drift, staleness and estimate runs are MLflow runs of their own experiment, tagged
+    # with the version they judged; the version carries a short pointer to the latest.
+    def log_monitoring(self, kind: str, version: int | None, *, artifacts: dict[str, str] | None = None,
+                       metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> str:
+        """Log one monitoring run (kind: drift, staleness, estimate, recheck); returns its run id.
+
+        `artifacts`: local file -> artifact folder. With a version, its tag `monitor.<kind>`
+        gets {"run_id", "at", **tags} so the MLflow UI shows the latest result next to it.
+        """
+        import mlflow
+
+        exp = self.client.get_experiment_by_name(MONITOR_EXPERIMENT)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
+            MONITOR_EXPERIMENT, artifact_location=_artifact_root(self.tracking_uri))
+        if version is not None:
+            self._version(version)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mlflow.start_run(experiment_id=exp_id, run_name=f"{kind}-v{version}" if version else kind) as run:
+                mlflow.set_tags({"ratchet.monitor": kind, "ratchet.model": self.model_name,
+                                 **({"ratchet.version": str(version)} if version is not None else {}),
+                                 **{k: str(v)[:5000] for k, v in (tags or {}).items()}})
+                clean = {k: float(v) for k, v in (metrics or {}).items()
+                         if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")}
+                if clean:
+                    mlflow.log_metrics(clean)
+                for local, dest in (artifacts or {}).items():
+                    mlflow.log_artifact(local, artifact_path=dest)
+        run_id = run.info.run_id
+        if version is not None:
+            pointer = {"run_id": run_id, "at": _now(), **{k: str(v)[:300] for k, v in (tags or {}).items()}}
+            self.client.set_model_version_tag(self.model_name, str(version), f"monitor.{kind}",
+                                              json.dumps(pointer)[:5000])
+        return run_id
+
+    def release_artifact(self, version: int, name: str, dst: str) -> str:
+        """Download one file of a version's release run (e.g. 'release/spec.yaml') into dst; its path."""
+        run_id = self.tags(version).get("run_id")
+        if not run_id:
+            raise RegistryError(f"version {version} has no run_id tag: it was not registered by a release")
+        return self.client.download_artifacts(run_id, name, dst)
+
+    # ---- threshold suggestions and their ledger (additions) ------------------------
+    # The ledger of threshold approvals is an MLflow experiment with one run per entry:
+    # the entry is the run's JSON artifact ledger/entry.json, its headline numbers are
+    # the run's tags and metrics, and an entry counts only once its run is FINISHED, so a
+    # writer killed half-way leaves no half entry. Entries are only ever added.
+    LEDGER_EXPERIMENT = "ratchet-thresholds-ledger"
+
+    def version_artifact_text(self, version: int, path: str) -> str | None:
+        """Text of artifact `path` in the run that registered `version`, or None when absent."""
+        from mlflow.exceptions import MlflowException
+
+        run_id = self.tags(version).get("run_id")
+        if not run_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError):
+                return None
+            p = Path(local)
+            return p.read_text(encoding="utf-8") if p.is_file() else None
+
+    def append_ledger_entry(self, entry: dict[str, Any], tags: dict[str, str] | None = None,
+                            metrics: dict[str, float] | None = None) -> str:
+        """Add one entry to the threshold ledger of this model; the id of its MLflow run."""
+        exp = self.client.get_experiment_by_name(self.LEDGER_EXPERIMENT)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
+            self.LEDGER_EXPERIMENT, artifact_location=_artifact_root(self.tracking_uri))
+        run_tags = {"ratchet.ledger.model": self.model_name, **(tags or {})}
+        run = self.client.create_run(exp_id, tags=run_tags,
+                                     run_name=f"{self.model_name}-cycle-{int(entry.get('cycle', 0)):06d}")
+        run_id = run.info.run_id
+        for k, v in (metrics or {}).items():
+            if v is not None:
+                self.client.log_metric(run_id, k, float(v))
+        self.client.log_text(run_id, json.dumps(entry, indent=2, sort_keys=True, default=str), "ledger/entry.json")
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def ledger_entries(self) -> list[dict[str, Any]]:
+        """Every complete ledger entry of this model (deleted runs included, flagged
+        `_deleted`), in the order they were written (by `cycle`)."""
+        from mlflow.entities import ViewType
+
+        exp = self.client.get_experiment_by_name(self.LEDGER_EXPERIMENT)
+        if exp is None:
+            return []
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.`ratchet.ledger.model` = '{self.model_name}'",
+                run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        entries = []
+        for run in runs:
+            if run.info.status != "FINISHED":
+                continue  # a writer stopped before the entry was complete
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = self.client.download_artifacts(run.info.run_id, "ledger/entry.json", tmp)
+                    entry = json.loads(Path(local).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+            entry["_run_id"] = run.info.run_id
+            entry["_deleted"] = run.info.lifecycle_stage == "deleted"
+            entries.append(entry)
+        return sorted(entries, key=lambda e: (int(e.get("cycle", 0)), e.get("at", "")))
+
+
+MONITOR_EXPERIMENT = "ratchet-monitoring"
