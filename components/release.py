@@ -37,7 +37,8 @@ def train(dataset: Input[Dataset], spec_yaml: str, spec_name: str, report_dir: s
 
 
 @dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
-def evaluate(dataset: Input[Dataset], model: Input[Model], contract_yaml: str, contract_name: str,
+def evaluate(dataset: Input[Dataset], model: Input[Model], spec_yaml: str, spec_name: str,
+             contract_yaml: str, contract_name: str,
              tracking_uri: str, model_name: str, bootstrap: bool, report_dir: str,
              evaluation: Output[dsl.Artifact], metrics: Output[Metrics],
              verdict: Output[HTML]) -> bool:
@@ -53,8 +54,8 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], contract_yaml: str, c
     from ratchet.release import evaluate_step
 
     passed = evaluate_step(os.path.join(dataset.path, "test.parquet"), os.path.join(model.path, "model.ubj"),
-                                  contract_yaml, contract_name, tracking_uri, model_name, bootstrap,
-                                  evaluation.path, report_dir)
+                           contract_yaml, contract_name, tracking_uri, model_name, bootstrap,
+                           evaluation.path, report_dir, spec_yaml=spec_yaml, spec_name=spec_name)
     result = json.load(open(os.path.join(evaluation.path, "evaluation.json")))
     for key, value in result["metrics"].items():
         if isinstance(value, (int, float)):

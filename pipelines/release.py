@@ -28,7 +28,8 @@ def release_pipeline(data_path: str, spec_yaml: str, contract_yaml: str, trackin
     ts.set_display_name("training set (Spark) + data checks")
     tr = train(dataset=ts.outputs["dataset"], spec_yaml=spec_yaml, spec_name=spec_name, report_dir=report_dir)
     tr.set_display_name("train XGBoost")
-    ev = evaluate(dataset=ts.outputs["dataset"], model=tr.outputs["model"], contract_yaml=contract_yaml,
+    ev = evaluate(dataset=ts.outputs["dataset"], model=tr.outputs["model"], spec_yaml=spec_yaml,
+                  spec_name=spec_name, contract_yaml=contract_yaml,
                   contract_name=contract_name, tracking_uri=tracking_uri, model_name=model_name,
                   bootstrap=bootstrap, report_dir=report_dir)
     ev.set_display_name("evaluate vs @production + contract gate")

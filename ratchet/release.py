@@ -21,6 +21,7 @@ from ratchet.errors import RatchetError, RegistryError
 
 FAILURE_FILE = "failure.json"
 SUMMARY_FILE = "release.json"
+GATE_FILE = "gate.json"
 
 
 @contextlib.contextmanager
@@ -83,13 +84,15 @@ def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str
                       model_name: str, out_dir: str, report_dir: str) -> dict[str, Any]:
     """Spark training set + data checks; writes train/test Parquet and trainingset.json."""
     with reporting("training_set", report_dir):
+        from ratchet.data.spark import spark_for
         from ratchet.data.trainingset import build_training_set
         from ratchet.registry import Registry
         from ratchet.train.spec import parse_spec
 
         spec = parse_spec(spec_yaml, spec_name)
         previous = Registry(tracking_uri, model_name).previous_rows()
-        result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous)
+        result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous,
+                                    spark=spark_for(spec.spark, "ratchet-training-set"))
         summary = result.to_dict()
         Path(out_dir, "trainingset.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
@@ -104,10 +107,16 @@ def train_step(train_path: str, spec_yaml: str, spec_name: str, model_out: str, 
         from ratchet.train.trainer import save_model, train_model
 
         spec = parse_spec(spec_yaml, spec_name)
-        frame = pd.read_parquet(train_path)
-        if "transaction_id" in frame.columns:  # Spark's row order varies; training must not
-            frame = frame.sort_values("transaction_id", kind="stable", ignore_index=True)
-        result = train_model(frame, spec)
+        if spec.xgboost.distributed:  # xgboost.spark on the spec's Spark master
+            from ratchet.data.spark import spark_for
+            from ratchet.train.distributed import train_distributed
+
+            result = train_distributed(spark_for(spec.spark, "ratchet-train").read.parquet(train_path), spec)
+        else:
+            frame = pd.read_parquet(train_path)
+            if "transaction_id" in frame.columns:  # Spark's row order varies; training must not
+                frame = frame.sort_values("transaction_id", kind="stable", ignore_index=True)
+            result = train_model(frame, spec)
         path = save_model(result.booster, model_out)
         info = {"model_path": str(path), "rows": result.rows, "positives": result.positives,
                 "seconds": round(result.seconds, 2), "features": list(result.features)}
@@ -117,14 +126,25 @@ def train_step(train_path: str, spec_yaml: str, spec_name: str, model_out: str, 
 
 
 def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_name: str, tracking_uri: str,
-                  model_name: str, bootstrap: bool, out_dir: str, report_dir: str) -> bool:
-    """Score candidate and @production on the test window and judge the contract; True if it passed."""
+                  model_name: str, bootstrap: bool, out_dir: str, report_dir: str, spec_yaml: str = "",
+                  spec_name: str = "", thresholds_yaml: str = "") -> bool:
+    """Score candidate and @production on the test window and judge the contract; True if it passed.
+
+    Per-merchant thresholds are suggested from the scored test window (policy: thresholds_yaml,
+    else the project's contracts/thresholds.yaml, else off), the contract is judged with
+    them applied, and out_dir gets suggestions.csv/json/html (see ratchet.thresholds).
+
+    A large test set is scored on Spark (the spec's spark: section decides; without a
+    spec, its defaults and RATCHET_SPARK_MASTER): see ratchet.evaluate.spark_scoring.
+    """
     with reporting("evaluate", report_dir):
         import pandas as pd
 
         from ratchet.contracts import contract_from_text
         from ratchet.evaluate.release_eval import Thresholds, evaluate_candidate
+        from ratchet.evaluate.spark_scoring import parquet_rows, score_on_spark, use_spark_scoring
         from ratchet.registry import Registry
+        from ratchet.train.spec import SparkSpec, parse_spec
         from ratchet.train.trainer import load_model
 
         contract = contract_from_text(contract_yaml, contract_name)
@@ -139,14 +159,31 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         train_path = Path(test_path).with_name("train.parquet")
-        evaluation = evaluate_candidate(pd.read_parquet(test_path), load_model(model_path), baseline, contract,
-                                        baseline_thresholds, report_dir=out / "reports",
-                                        train=pd.read_parquet(train_path) if train_path.exists() else None)
+        candidate = load_model(model_path)
+        spark_spec = parse_spec(spec_yaml, spec_name).spark if spec_yaml else SparkSpec()
+        if use_spark_scoring(spark_spec, parquet_rows(test_path)):
+            scored, test, train = score_on_spark(test_path, candidate, baseline, baseline_thresholds, spark_spec,
+                                                 train_path)
+        else:
+            scored, test = None, pd.read_parquet(test_path)
+            train = pd.read_parquet(train_path) if train_path.exists() else None
+        from ratchet.thresholds.policy import release_policy
+
+        evaluation = evaluate_candidate(test, candidate, baseline, contract, baseline_thresholds,
+                                        report_dir=out / "reports", train=train, scored=scored,
+                                        threshold_policy=release_policy(thresholds_yaml))
         for name, content in evaluation.renderings().items():
             (out / name).write_text(content, encoding="utf-8")
+        if evaluation.suggestions is not None:
+            evaluation.suggestions.baseline_version = production
+            evaluation.suggestions.write(out)
         (out / "evaluation.json").write_text(json.dumps(
             {"passed": evaluation.passed, "reason": evaluation.reason, "metrics": evaluation.metrics,
              "baseline_version": production, "bootstrap": bootstrap}, indent=2, default=str))
+        gate = {"passed": evaluation.passed, "reason": evaluation.reason, "metrics": evaluation.metrics,
+                "baseline_version": production, "bootstrap": bootstrap}
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        (Path(report_dir) / GATE_FILE).write_text(json.dumps(gate, indent=2, default=str))
         print(f"[ratchet] {evaluation.reason}", flush=True)
         return evaluation.passed
 
@@ -156,6 +193,8 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
     """Log the release to MLflow and register the version (candidate or rejected)."""
     with reporting("register", report_dir):
         from ratchet.registry import Registry, ReleaseRecord
+        from ratchet.thresholds.cycle import record_release, suggestion_files
+        from ratchet.thresholds.suggest import read_suggestions
         from ratchet.train.spec import parse_spec
 
         spec = parse_spec(spec_yaml, spec_name)
@@ -175,9 +214,15 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
             verdict=json.loads((ev_dir / "verdict.json").read_text()), verdict_renderings=renderings,
             passed=bool(evaluation["passed"]), reason=evaluation["reason"], code_revision=code_revision(),
             seed=spec.seed, params=params, threshold=evaluation["metrics"].get("threshold"),
-            extra_artifacts={"reports": str(ev_dir / "reports")} if (ev_dir / "reports").is_dir() else {},
+            extra_artifacts={**({"reports": str(ev_dir / "reports")} if (ev_dir / "reports").is_dir() else {}),
+                             **suggestion_files(ev_dir, Path(report_dir) / "thresholds-artifacts")},
         )
-        version = Registry(tracking_uri, model_name).register(record)
+        registry = Registry(tracking_uri, model_name)
+        version = registry.register(record)
+        if (ev_dir / "suggestions.json").exists():  # pending review, or applied at once in mode: auto
+            state = record_release(registry, version, read_suggestions(ev_dir / "suggestions.json"),
+                                   passed=record.passed)
+            print(f"[ratchet] thresholds of version {version}: {state}", flush=True)
         summary = {"version": version, "passed": record.passed, "reason": record.reason,
                    "metrics": evaluation["metrics"], "baseline_version": evaluation.get("baseline_version"),
                    "bootstrap": evaluation.get("bootstrap"), "stage": None,

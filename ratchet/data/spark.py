@@ -7,11 +7,23 @@ machine's time zone.
 
     spark = get_spark()                      # local[2]
     spark = get_spark("sc://spark:15002")    # Spark Connect
+    spark = spark_for(spec.spark)            # the training spec's spark: section
+
+The spec's ``spark:`` section (ratchet.train.spec.SparkSpec) names the master, extra
+settings and, for a ``k8s://`` master, the executor pods; RATCHET_SPARK_MASTER overrides
+the master, so one spec runs on a laptop and on the cluster.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import TYPE_CHECKING
+
 from pyspark.sql import SparkSession
+
+if TYPE_CHECKING:
+    from ratchet.train.spec import SparkSpec
 
 #: Settings every session gets: UTC, and Parquet nanosecond timestamps readable
 #: (pandas writes them; Spark otherwise refuses the file; ratchet converts them itself).
@@ -48,6 +60,8 @@ def get_spark(master: str = "local[2]", app_name: str = "ratchet", conf: dict[st
     settings = dict(BASE_CONF)
     if master.startswith("local"):
         settings.update(LOCAL_CONF)
+        # local Python workers (UDFs, xgboost.spark) must run the interpreter that has ratchet
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
@@ -57,3 +71,37 @@ def get_spark(master: str = "local[2]", app_name: str = "ratchet", conf: dict[st
     if not master.startswith("sc://"):
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+#: Where each executor setting of the spec goes on Spark on Kubernetes.
+EXECUTOR_KEYS: dict[str, str] = {
+    "image": "spark.kubernetes.container.image",
+    "instances": "spark.executor.instances",
+    "cores": "spark.executor.cores",
+    "memory": "spark.executor.memory",
+}
+
+
+def session_settings(spec: SparkSpec, env: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The master (RATCHET_SPARK_MASTER wins over the spec) and the extra Spark settings.
+
+    Executor settings apply to a k8s:// master only: Spark Connect's server and a
+    standalone cluster size their executors themselves. The spec's `conf` wins over them.
+
+        master, conf = session_settings(spec.spark)
+    """
+    master = spec.resolved_master(env)
+    conf: dict[str, str] = {}
+    if master.startswith("k8s://"):
+        for name, key in EXECUTOR_KEYS.items():
+            value = getattr(spec.executor, name)
+            if value is not None:
+                conf[key] = str(value)
+    conf.update(spec.conf)
+    return master, conf
+
+
+def spark_for(spec: SparkSpec, app_name: str = "ratchet") -> SparkSession:
+    """The SparkSession a spec's spark: section asks for (an active one is reused)."""
+    master, conf = session_settings(spec)
+    return get_spark(master, app_name, conf)

@@ -30,6 +30,7 @@ class Evaluation:
     verdict: Any  # ratchet.contracts Verdict
     metrics: dict[str, float]
     reason: str
+    suggestions: Any = None  # ratchet.thresholds Suggestions the contract was judged at, if any
 
     def renderings(self) -> dict[str, str]:
         """The verdict as files: JSON, Markdown, HTML and plain text."""
@@ -59,6 +60,16 @@ class Thresholds:
         return out
 
 
+def check_baseline_features(baseline, columns) -> None:
+    """Refuse a test set that lacks a feature the production model needs, naming it."""
+    missing = [f for f in (baseline.feature_names or []) if f not in columns]
+    if missing:
+        raise MissingColumnError(
+            f"the production model needs feature(s) {', '.join(missing)} that the current spec does not "
+            "build; keep them in the spec's features: so both models can be compared on the same rows"
+        )
+
+
 def scored_table(test: pd.DataFrame, candidate, baseline=None, baseline_thresholds: Thresholds | None = None) -> pd.DataFrame:
     """label, candidate_score, baseline_score and baseline_threshold (when there is a
     baseline) and the slice columns."""
@@ -67,12 +78,7 @@ def scored_table(test: pd.DataFrame, candidate, baseline=None, baseline_threshol
     out = pd.DataFrame({"label": test[LABEL_COLUMN].astype("int8").to_numpy()})
     out["candidate_score"] = predict(candidate, test)
     if baseline is not None:
-        missing = [f for f in (baseline.feature_names or []) if f not in test.columns]
-        if missing:
-            raise MissingColumnError(
-                f"the production model needs feature(s) {', '.join(missing)} that the current spec does not "
-                "build; keep them in the spec's features: so both models can be compared on the same rows"
-            )
+        check_baseline_features(baseline, test.columns)
         out["baseline_score"] = predict(baseline, test)
         if baseline_thresholds is not None:  # production is judged at the thresholds it really uses
             out["baseline_threshold"] = baseline_thresholds.per_row(test.get(C.MERCHANT_ID), len(test))
@@ -111,11 +117,30 @@ def write_reports(scored: pd.DataFrame, verdict: Any, contract: Any, drift: tupl
 
 def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
                        baseline_thresholds: Thresholds | None = None, *, train: pd.DataFrame | None = None,
-                       report_dir: Path | None = None) -> Evaluation:
-    """Score, judge against the contract, write Evidently reports (if report_dir), summarise."""
+                       report_dir: Path | None = None, scored: pd.DataFrame | None = None,
+                       threshold_policy: Any = None) -> Evaluation:
+    """Score, judge against the contract, write Evidently reports (if report_dir), summarise.
+
+    `scored`: the scored table when it was built elsewhere (on Spark, for a large test
+    set); `test` is then only read for the drift report and may be a sample.
+    `threshold_policy` (ratchet.thresholds ThresholdPolicy): suggest per-merchant thresholds
+    and judge the contract with them applied (a `candidate_threshold` column).
+    """
     from ratchet.contracts import evaluate_contract
 
-    scored = scored_table(test, candidate, baseline, baseline_thresholds)
+    if scored is None:
+        scored = scored_table(test, candidate, baseline, baseline_thresholds)
+    suggestions = None
+    if threshold_policy is not None:
+        from ratchet.thresholds import suggest_thresholds
+
+        th = contract.thresholds
+        suggestions = suggest_thresholds(
+            scored, threshold_policy, default_threshold=th.default,
+            bootstrap_block_rate=th.bootstrap_block_rate if th.candidate == "match_baseline_block_rate" else None,
+            current_default=baseline_thresholds.default if baseline_thresholds else None,
+            current_per_merchant=baseline_thresholds.per_merchant if baseline_thresholds else None)
+        scored = suggestions.apply(scored)
     verdict = evaluate_contract(contract, scored)
     if report_dir is not None:
         features = list(candidate.feature_names or [])
@@ -125,7 +150,10 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
         reason = "gate passed" + (" (bootstrap: absolute bounds only)" if baseline is None else "")
     else:
         reason = "gate failed: " + "; ".join(_describe(f) for f in failures[:5])
-    return Evaluation(verdict.passed, verdict, headline_metrics(verdict, len(scored)), reason)
+    metrics = headline_metrics(verdict, len(scored))
+    if suggestions is not None:  # per-row thresholds: the headline one is the global threshold
+        metrics["threshold"] = suggestions.global_threshold
+    return Evaluation(verdict.passed, verdict, metrics, reason, suggestions)
 
 
 def _describe(failure: Any) -> str:

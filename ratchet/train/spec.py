@@ -147,6 +147,56 @@ class XGBoostSpec:
     distributed: bool = False
 
 
+#: Spark masters the spec accepts: local mode, Spark on Kubernetes, standalone, YARN, Spark Connect.
+MASTER_RE = re.compile(r"^(local(\[(\d+|\*)(,\d+)?\])?|k8s://\S+|spark://\S+|sc://\S+|yarn)$")
+#: Spark's size strings (JavaUtils.byteStringAs): 512m, 4g, 8gb, 1024 (MiB for executor memory).
+MEMORY_RE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb|t|tb|p|pb)?$", re.IGNORECASE)
+#: Environment variable that overrides spark.master (the cluster sets it; a laptop does not).
+MASTER_ENV = "RATCHET_SPARK_MASTER"
+SCORING_MODES = ("auto", "local", "spark")
+
+
+@dataclass(frozen=True)
+class SparkExecutors:
+    """Executor pods for a k8s:// master; None leaves Spark's own default."""
+
+    image: str | None = None
+    instances: int | None = None
+    cores: int | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class SparkSpec:
+    """Where the Spark parts run: the training-set job, distributed XGBoost, large-set scoring.
+
+    Placement, not recipe: it is left out of spec_hash, so the same spec run on a laptop
+    (local[2]) and on a cluster (k8s://, sc://) has the same hash. local[2] rather than
+    local[*] by default: it always gives distributed XGBoost its two task slots, and the
+    local driver memory (2g) is sized for two cores. `scoring: auto` scores the test set
+    on Spark from `scoring_min_rows` rows (see ratchet.evaluate.spark_scoring).
+    """
+
+    master: str = "local[2]"
+    conf: dict[str, str] = field(default_factory=dict)
+    executor: SparkExecutors = field(default_factory=SparkExecutors)
+    xgboost_workers: int = 2
+    scoring: str = "auto"
+    scoring_min_rows: int = 5_000_000
+
+    def resolved_master(self, env: dict[str, str] | None = None) -> str:
+        """spark.master, unless RATCHET_SPARK_MASTER overrides it."""
+        import os
+
+        value = (os.environ if env is None else env).get(MASTER_ENV, "").strip()
+        if value and not MASTER_RE.match(value):
+            from ratchet.errors import SpecError
+
+            raise SpecError(f"{MASTER_ENV}={value!r} is not a Spark master; use local[N], k8s://https://host:port, "
+                            "spark://host:7077, yarn or sc://host:15002")
+        return value or self.master
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     """Everything needed to rebuild a model from raw data."""
@@ -160,6 +210,7 @@ class TrainingSpec:
     xgboost: XGBoostSpec = field(default_factory=XGBoostSpec)
     checks: Checks = field(default_factory=Checks)
     seed: int = 7
+    spark: SparkSpec = field(default_factory=SparkSpec)
     source_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +220,9 @@ class TrainingSpec:
 
     def spec_hash(self) -> str:
         """sha256 of the normalised spec: equal hashes mean equal training recipes."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        recipe = self.to_dict()
+        recipe.pop("spark")  # where it runs, not what it builds
+        blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def required_columns(self) -> set[str]:
@@ -238,7 +291,7 @@ def _kname(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-_TOP_KEYS = {"name", "label", "features", "dataset", "windows", "filters", "xgboost", "checks", "seed"}
+_TOP_KEYS = {"name", "label", "features", "dataset", "windows", "filters", "xgboost", "checks", "seed", "spark"}
 
 
 def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
@@ -346,7 +399,52 @@ def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
     if checks.label_rate_min >= checks.label_rate_max:
         raise doc.error(("checks",), "label_rate_min must be below label_rate_max")
     return TrainingSpec(name=name, label=label, features=tuple(raw_features), dataset=dataset, windows=windows,
-                        filters=tuple(filters), xgboost=xgb, checks=checks, seed=seed, source_path=doc.path)
+                        filters=tuple(filters), xgboost=xgb, checks=checks, seed=seed,
+                        spark=_spark_section(doc, r), source_path=doc.path)
+
+
+def _spark_section(doc: YamlDoc, r: _Reader) -> SparkSpec:
+    s = r.section(doc.data, "spark", {f for f in SparkSpec.__dataclass_fields__})
+    master = r.get(s, ("spark",), "master", str, "local[2]")
+    if not MASTER_RE.match(master):
+        raise doc.error(("spark", "master"), f"expected local[N], k8s://https://host:port, spark://host:7077, yarn "
+                                             f"or sc://host:15002, got {master!r}")
+    conf = s.get("conf") or {}
+    if not isinstance(conf, dict):
+        raise doc.error(("spark", "conf"), "expected a mapping of Spark settings, e.g. spark.sql.shuffle.partitions: 200")
+    for k, v in conf.items():
+        if not isinstance(k, str) or not k.startswith("spark."):
+            raise doc.error(("spark", "conf", k), "Spark settings start with 'spark.'")
+        if not isinstance(v, (str, int, float, bool)):
+            raise doc.error(("spark", "conf", k), f"expected a string, number or true/false, got {v!r}")
+    ex = s.get("executor") or {}
+    allowed = set(SparkExecutors.__dataclass_fields__)
+    if not isinstance(ex, dict):
+        raise doc.error(("spark", "executor"), f"expected a mapping with {', '.join(sorted(allowed))}")
+    for k in ex:
+        if k not in allowed:
+            raise doc.error(("spark", "executor", k), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    path = ("spark", "executor")
+    memory = r.get(ex, path, "memory", str, None)
+    if memory is not None and not MEMORY_RE.match(memory):
+        raise doc.error(path + ("memory",), f"expected a Spark size like 4g or 512m, got {memory!r}")
+    executor = SparkExecutors(
+        image=r.get(ex, path, "image", str, None),
+        instances=r.get(ex, path, "instances", int, None, positive=True),
+        cores=r.get(ex, path, "cores", int, None, positive=True),
+        memory=memory,
+    )
+    scoring = r.get(s, ("spark",), "scoring", str, "auto")
+    if scoring not in SCORING_MODES:
+        raise doc.error(("spark", "scoring"), f"expected one of {', '.join(SCORING_MODES)}, got {scoring!r}")
+    return SparkSpec(
+        master=master,
+        conf={k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in conf.items()},
+        executor=executor,
+        xgboost_workers=r.get(s, ("spark",), "xgboost_workers", int, 2, positive=True),
+        scoring=scoring,
+        scoring_min_rows=r.get(s, ("spark",), "scoring_min_rows", int, 5_000_000, nonneg=True),
+    )
 
 
 def load_spec(path: str | Path) -> TrainingSpec:
