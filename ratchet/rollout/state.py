@@ -3,7 +3,8 @@ fresh observations (live decisions). Plain frozen values, no I/O.
 
 - DeploymentState is the fact: which versions the decision service runs, the canary
   weight, plus the backend's `revision` and the fingerprint ratchet last `applied`
-  (kept outside the rolled-back template, e.g. a Deployment *metadata* annotation), so a
+  (kept outside the rolled-back template, e.g. a Deployment metadata label, which
+  `kubectl rollout undo` leaves alone), so a
   change made under the controller (`kubectl rollout undo`) shows as
   `fingerprint() != applied`.
 - Intent is the registry: aliases, each involved version's state tag and rollout

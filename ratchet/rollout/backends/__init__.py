@@ -28,18 +28,19 @@ Backends still to write (they plug into the same Controller):
   restarted from an older config shows up as fingerprint != applied.
 
 * Kubernetes (ratchet/rollout/backends/kubernetes.py): the decision service's
-  Deployment carries the versions in its *pod template* (env or annotations such as
-  ratchet.dev/production: "6", ratchet.dev/canary: "7", ratchet.dev/canary-weight: "25",
-  ratchet.dev/shadow, ratchet.dev/cohort), so each change is a rollout and a revision.
+  Deployment carries the versions in its *pod template*: the decision container's env
+  (RATCHET_PRODUCTION_VERSION, RATCHET_CANARY_VERSION, RATCHET_CANARY_WEIGHT,
+  RATCHET_SHADOW_VERSION, RATCHET_CANARY_COHORT) mirrored as JSON in the template
+  annotation ratchet.io/stages, so each change is a rollout and a revision.
   read(): parse the template; revision = metadata.annotations
-  ["deployment.kubernetes.io/revision"]; applied = a *metadata* annotation
-  (ratchet.dev/applied), which `kubectl rollout undo` does not restore; restored_revision
-  = the revision of an older ReplicaSet whose pod-template-hash equals the current one
-  (that is how an undo looks). apply(): one strategic-merge PATCH that sets the template
-  annotations, metadata ratchet.dev/applied and kubernetes.io/change-cause together
-  (atomic), with resourceVersion for optimistic concurrency; a 409 means someone else
-  changed it: re-read and let the planner decide. Wait for nothing: the next pass reads
-  the rollout status.
+  ["deployment.kubernetes.io/revision"]; applied = the metadata annotation
+  ratchet.io/applied checked against a digest in the metadata *label* of the same name:
+  `kubectl rollout undo` restores the old ReplicaSet's annotations but leaves labels, so
+  a mismatch reveals the undo; restored_revision = the revision of the ReplicaSet whose
+  template matches what runs. apply(): one strategic-merge PATCH that sets the template,
+  the applied annotation and label and kubernetes.io/change-cause together (atomic), with
+  resourceVersion for optimistic concurrency; a 409 from an unrelated write is retried,
+  one from an outside change of the stages stops and lets the planner decide.
 """
 
 from __future__ import annotations
