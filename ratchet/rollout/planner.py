@@ -250,7 +250,7 @@ def _advance(ctx: _Ctx, C: int, p: Progress, step: int, verdict: GuardVerdict, e
     return Advance(reason=why, event=f"advance v{C} canary to {_w(w)}: {why}", version=C, id=aid, at=ctx.at,
                    ops=(Op("set_tags", version=C, tags=_tags(rollout=Progress(p.run, "canary", step, ctx.at))),),
                    target=ctx.fact.with_(canary=C, canary_weight=w, cohort=ctx.plan.canary.cohort),
-                   change_cause=f"ratchet: v{C} canary {_w(w)}",
+                   change_cause=f"ratchet: v{C} canary {_w(w)} (guards held)",
                    records=_keys(aid, [(C, "canary", "canary", why, ev)]), weight=w, step=step)
 
 
