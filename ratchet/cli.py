@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_monitor_arguments(sub)  # ratchet drift | staleness | estimate [--recheck VERSION]
     add_monitor_run_arguments(sub)  # ratchet monitor run --local
 
+    from ratchet.thresholds.cli import add_thresholds_command
+
+    add_thresholds_command(sub, _registry_arguments)  # ratchet thresholds review|approve|status
+
     d = sub.add_parser("demo", help="the main job: synthetic data, a bootstrap release, gated releases",
                        description="Generate synthetic data, run a bootstrap release (v1 -> production), "
                        "a second release on later data (v2 -> gated -> @staging) and a release with a "

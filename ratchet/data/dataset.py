@@ -197,6 +197,7 @@ def canonicalize(raw: DataFrame, spec: TrainingSpec,
     Returns (frame with only canonical columns, canonical columns present, derived label time).
     """
     sources, derived = resolve_columns(list(raw.columns), spec, source_label)
+    present = set(sources)
     ds = spec.dataset
     dtypes = {f.name: f.dataType for f in raw.schema.fields}
     out: list[Column] = []

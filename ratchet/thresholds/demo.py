@@ -1,0 +1,46 @@
+"""The demo's threshold cycle: show the review table of a version, approve it as a person would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ratchet.thresholds.cli import approval_text
+from ratchet.thresholds.cycle import approve_version, load_suggestions, review_text, status, status_text
+from ratchet.thresholds.policy import DEFAULT_PATH, load_policy
+
+
+def demo_cycle(registry, version: int, out: str | Path | None = None, *, actor: str = "demo-user",
+               limit: int = 12) -> str:
+    """Print the review table of `version`, approve it as `actor` with one edit (the largest
+    merchant's threshold nudged up by 0.01) and one rejection (the second largest), then the
+    status. Returns the text printed (also written to out/thresholds-demo.txt when given).
+
+    A version without per-merchant suggestions (bootstrap, or a release where no merchant
+    had enough support), or one its gate rejected, is shown and left alone.
+    """
+    from ratchet.files import project_file
+
+    s = load_suggestions(registry, version)
+    parts = [f"$ ratchet thresholds review {version}", review_text(registry, version, limit=limit)]
+    own = s.own()
+    if not own or not s.reviewable():
+        parts.append(f"(version {version} has no per-merchant suggestions to approve)")
+    elif registry.tags(version).get("state") == "rejected":
+        parts.append(f"(version {version} was rejected by its gate: its thresholds are not approved)")
+    else:
+        edit = own[0]
+        value = min(1.0, round(float(edit["suggested_threshold"]) + 0.01, 4))
+        reject = own[1]["merchant"] if len(own) > 1 else None
+        cmd = f"$ ratchet thresholds approve {version} --set {edit['merchant']}={value:g}" + (
+            f" --reject {reject}" if reject else "") + f" --user {actor}"
+        entry, _ = approve_version(registry, version, {edit["merchant"]: value}, [reject] if reject else [],
+                                   actor=actor)
+        parts += [cmd, approval_text(entry)]
+    policy = load_policy(project_file(DEFAULT_PATH))
+    parts += ["$ ratchet thresholds status", status_text(status(registry, policy))]
+    text = "\n".join(parts)
+    print(text, flush=True)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "thresholds-demo.txt").write_text(text + "\n", encoding="utf-8")
+    return text
