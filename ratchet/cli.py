@@ -7,6 +7,7 @@ what to change), 3 an unexpected internal failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -59,6 +60,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(options_from_args(args))
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from ratchet.serving.replay import replay_cli
+
+    return replay_cli(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ratchet.demo import run_demo
 
@@ -87,11 +94,28 @@ def _add_rollout_commands(sub: argparse._SubParsersAction) -> None:
     _registry_arguments(c)
     c.add_argument("--once", action="store_true", help="one pass, then exit")
     c.add_argument("--interval", type=float, default=None, help="seconds between passes (default: the plan's)")
-    c.add_argument("--plan", default="contracts/rollout.yaml", help="rollout plan YAML (default contracts/rollout.yaml)")
+    c.add_argument("--plan", default=os.environ.get("RATCHET_ROLLOUT_PLAN", "contracts/rollout.yaml"),
+                   help="rollout plan YAML (default $RATCHET_ROLLOUT_PLAN or contracts/rollout.yaml)")
     c.add_argument("--decision-log", default=None, help="decision log folder the guards read")
     c.add_argument("--labels", default=None, help="matured labels (Parquet) for the shadow review")
-    c.add_argument("--backend", choices=["memory"], default="memory",
-                   help="where versions run (only 'memory', a dry run, so far)")
+    c.add_argument("--backend", choices=["memory", "local", "kubernetes"],
+                   default=os.environ.get("RATCHET_BACKEND", "memory"),
+                   help="where versions run: memory (a dry run), local (the decision service at --service-url, "
+                   "changed by hot reload) or kubernetes (the decision Deployment; default $RATCHET_BACKEND or memory)")
+    c.add_argument("--service-url", default="http://127.0.0.1:8080", help="--backend local: the decision service")
+    c.add_argument("--state-dir", default=None,
+                   help="--backend local: folder of its state file (default: next to the MLflow SQLite store)")
+    c.add_argument("--serve", action="store_true",
+                   help="--backend local: start the service at --service-url when none answers; it stops with the controller")
+    c.add_argument("--admin-token", default=None, help="bearer token of the service's /admin endpoints (env RATCHET_ADMIN_TOKEN)")
+    c.add_argument("--namespace", default=os.environ.get("RATCHET_NAMESPACE"),
+                   help="--backend kubernetes: namespace of the decision Deployment (default $RATCHET_NAMESPACE, "
+                   "the in-cluster namespace, the kubeconfig context's)")
+    c.add_argument("--deployment", default=os.environ.get("RATCHET_DEPLOYMENT", "ratchet-decision"))
+    c.add_argument("--container", default="decision", help="--backend kubernetes: container whose env carries the stages")
+    c.add_argument("--kubeconfig", default=None,
+                   help="--backend kubernetes: kubeconfig file (default: in-cluster ServiceAccount, else $KUBECONFIG)")
+    c.add_argument("--context", default=None, help="--backend kubernetes: kubeconfig context")
     c.set_defaults(func=_rollout("controller_cli"))
     p = sub.add_parser("promote", help="move a version to shadow, canary or production (sets the alias)")
     _registry_arguments(p)
@@ -207,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=300_000, help="transactions to generate (default 300000)")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--out", default="demo-out", help="demo folder: data, MLflow store, runs (default demo-out)")
+    d.add_argument("--skip-rollout", action="store_true",
+                   help="stop after the releases (no decision service, shadow, canary ramp or rollback)")
     d.set_defaults(func=_cmd_demo)
 
     from ratchet.serving.config import add_serve_arguments  # stdlib-only: keeps --help fast
@@ -217,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "Each flag falls back to its environment variable.")
     add_serve_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
+
+    from ratchet.serving.replay import add_replay_arguments  # stdlib-only at import
+
+    rp = sub.add_parser("replay", help="send held-out transactions to the decision service at a chosen rate",
+                        description="POST /v1/decide for each row at --rate/s (0 = as fast as possible) over "
+                        "keep-alive connections; prints progress and a summary; exit 1 if any request got no 2xx.")
+    add_replay_arguments(rp)
+    rp.set_defaults(func=_cmd_replay)
     return p
 
 

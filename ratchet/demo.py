@@ -65,7 +65,9 @@ def run_demo(args: argparse.Namespace) -> int:
     runs = str(out / "runs")
 
     # A fraud pattern emerges at 40% of the period: release 1 never sees it, release 2 does.
-    config = SynthConfig(rows=args.rows, seed=args.seed, new_pattern_day=int(365 * 0.4))
+    # Brazil launches after both test windows (day 300): its traffic is there for drift
+    # monitoring, not for these gates.
+    config = SynthConfig(rows=args.rows, seed=args.seed, new_country_day=300, new_pattern_day=int(365 * 0.4))
     _say(f"1/4 generating {config.rows:,} synthetic transactions over {config.days} days (seed {config.seed})")
     data = write_transactions(config, out / "data" / "transactions.parquet", progress=True)
     start = date.fromisoformat(config.start)
@@ -85,6 +87,14 @@ def run_demo(args: argparse.Namespace) -> int:
     if second.failure:
         return second.exit_code
 
+    if second.summary.get("passed"):
+        from ratchet.registry import Registry as _Registry
+        from ratchet.thresholds.demo import demo_cycle
+
+        _say(f"per-merchant thresholds for v{second.summary['version']}: review the suggestions, approve with "
+             "one edit and one rejection (a person's call, recorded in the ledger)")
+        demo_cycle(_Registry(uri, "fraud"), second.summary["version"], out)
+
     _say("4/4 a release trained on data with an upstream label bug (every 'podcasts' payment marked as fraud): "
          "better or equal on average, but the contract judges every merchant category")
     buggy = inject_label_bug(data, out / "data" / "transactions-labelbug.parquet", "podcasts",
@@ -93,6 +103,15 @@ def run_demo(args: argparse.Namespace) -> int:
     _say(format_outcome(third, "fraud"))
     if third.failure:
         return third.exit_code
+
+    rollout_code = 0
+    if second.summary.get("passed") and not args.skip_rollout:
+        from ratchet.rollout.demo import find_test_window, run_rollout_demo
+
+        _say(f"rollout: v{second.summary['version']} through shadow and the canary ramp on replayed traffic, "
+             "then a bad candidate that a live guard rolls back")
+        rollout_code = run_rollout_demo(uri, "fraud", out, find_test_window(second.report_dir),
+                                        second.summary["version"])
 
     reg = Registry(uri, "fraud")
     print("\n" + "=" * 100)
@@ -110,4 +129,4 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"MLflow store: {out / 'mlflow.db'} (artifacts in {out / 'mlartifacts'})")
     print(f"open the MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri} --port 5000")
     print("=" * 100)
-    return 0
+    return rollout_code

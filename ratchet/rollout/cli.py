@@ -148,7 +148,9 @@ def render_status(st: dict[str, Any]) -> str:
 
 # ---- argparse entry points --------------------------------------------------------------
 def _plan(args: argparse.Namespace) -> RolloutPlan:
-    return load_plan(getattr(args, "plan", None) or DEFAULT_PLAN)
+    from ratchet.files import project_file
+
+    return load_plan(project_file(getattr(args, "plan", None) or DEFAULT_PLAN))
 
 
 def _backend(args: argparse.Namespace):
@@ -157,7 +159,39 @@ def _backend(args: argparse.Namespace):
         from ratchet.rollout.backends.memory import MemoryBackend
 
         return MemoryBackend()
-    raise RatchetError(f"backend '{kind}' is not available yet; use --backend memory")
+    if kind == "local":
+        return _local_backend(args)
+    if kind == "kubernetes":
+        import os
+
+        from ratchet.rollout.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(getattr(args, "namespace", None) or os.environ.get("RATCHET_NAMESPACE"),
+                                 getattr(args, "deployment", None) or os.environ.get("RATCHET_DEPLOYMENT")
+                                 or "ratchet-decision",
+                                 container=getattr(args, "container", None) or "decision",
+                                 kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None))
+    raise RatchetError(f"unknown backend '{kind}'; use --backend memory, local or kubernetes")
+
+
+def _local_backend(args: argparse.Namespace):  # -> LocalProcessBackend
+    """The decision service at --service-url; state file in --state-dir (default: next to the
+    MLflow store); with --serve, the backend starts the service there when none answers."""
+    import os
+
+    from ratchet.registry.store import absolute_tracking_uri, default_tracking_uri
+    from ratchet.rollout.backends.local import LocalProcessBackend, ServeCommand, default_state_dir
+
+    tracking = getattr(args, "tracking_uri", None)
+    uri = absolute_tracking_uri(tracking) if tracking else default_tracking_uri()
+    serve = None
+    if getattr(args, "serve", False):
+        serve = ServeCommand(uri, getattr(args, "model_name", "fraud"),
+                             decision_log=getattr(args, "decision_log", None))
+    return LocalProcessBackend(getattr(args, "service_url", None) or "http://127.0.0.1:8080",
+                               getattr(args, "state_dir", None) or default_state_dir(uri),
+                               admin_token=getattr(args, "admin_token", None) or os.environ.get("RATCHET_ADMIN_TOKEN"),
+                               serve=serve)
 
 
 def controller_cli(args: argparse.Namespace) -> int:
@@ -169,12 +203,17 @@ def controller_cli(args: argparse.Namespace) -> int:
         from ratchet.rollout.guards import decision_log_observer
 
         observe = decision_log_observer(args.decision_log, plan, labels_path=getattr(args, "labels", None))
-    ctrl = Controller(_registry(args), _backend(args), plan, observe, actor=f"ratchet controller ({_user()})")
-    if getattr(args, "once", False):
-        ctrl.run_once()
+    backend = _backend(args)
+    ctrl = Controller(_registry(args), backend, plan, observe, actor=f"ratchet controller ({_user()})")
+    try:
+        if getattr(args, "once", False):
+            ctrl.run_once()
+            return EXIT_OK
+        ctrl.run_forever(getattr(args, "interval", None))
         return EXIT_OK
-    ctrl.run_forever(getattr(args, "interval", None))
-    return EXIT_OK
+    finally:
+        if hasattr(backend, "stop"):
+            backend.stop()  # a service the backend started (--serve) ends with the controller
 
 
 def promote_cli(args: argparse.Namespace) -> int:

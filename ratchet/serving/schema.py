@@ -33,7 +33,9 @@ FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
     "cross_border": (0.0, 1.0),
     "seconds_since_card_prev": (0.0, None),
     "amount_to_card_mean": (0.0, None),
-    "merchant_fraud_rate_30d": (0.0, 1.0),
+    # chargebacks that arrived in the last 30 days over the last 30 days' payments: it can
+    # exceed 1 when older payments' chargebacks land (ratchet.data.trainingset)
+    "merchant_fraud_rate_30d": (0.0, None),
 }
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True,
