@@ -164,7 +164,7 @@ def test_country_block_rate_shift_fails_for_that_country() -> None:
 def test_tiny_noisy_slice_is_not_judged_and_does_not_block() -> None:
     v = evaluate_contract(load_contract(FRAUD), scenario("tiny_noisy"))
     r = next(r for r in v.results if r.name == "category_approval_rate" and r.slice == "merchant_category=tiny")
-    assert r.status == "not_judged" and "support 20 < min_support 200" in r.reason
+    assert r.status == "not_judged" and "support 20 < min_support 100" in r.reason
     assert r.difference < -0.5                              # it did "regress"
     assert v.passed
 
