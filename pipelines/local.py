@@ -84,6 +84,21 @@ class ReleaseOutcome:
         }
 
 
+def init_local_run(kind: str, workdir: str) -> Path:
+    """A fresh report folder `<workdir>/<kind>-<UTC time>` and kfp's local SubprocessRunner
+    writing its outputs under it (the components run with this Python and environment)."""
+    from kfp import local
+
+    run_id = datetime.now(timezone.utc).strftime(f"{kind}-%Y%m%d-%H%M%S-%f")
+    report_dir = (Path(workdir) / run_id).resolve()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(report_dir / "outputs"),
+               raise_on_error=True)
+    return report_dir
+
+
 def preflight(data: str, spec_path: str, contract_path: str, tracking_uri: str, model_name: str,
               bootstrap: bool) -> tuple[str, str]:
     """Validate everything that can be validated before the pipeline starts; returns (spec, contract) text."""
@@ -110,18 +125,10 @@ def run_release(data: str, spec_path: str, contract_path: str, *, tracking_uri: 
     exercise=True runs every step up to the gate and registers nothing."""
     uri = absolute_tracking_uri(tracking_uri) if tracking_uri else default_tracking_uri()
     spec_yaml, contract_yaml = preflight(data, spec_path, contract_path, uri, model_name, bootstrap)
-    run_id = datetime.now(timezone.utc).strftime("release-%Y%m%d-%H%M%S-%f")
-    report_dir = (Path(workdir) / run_id).resolve()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-    from kfp import local
+    report_dir = init_local_run("release", workdir)
 
     from pipelines.release import release_pipeline
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(report_dir / "outputs"),
-               raise_on_error=True)
     started = time.perf_counter()
     verbose = os.environ.get("RATCHET_VERBOSE") == "1"
     sink: TextIO = open(os.devnull, "w") if quiet else (sys.stderr if verbose else _ProgressLines(sys.stderr))

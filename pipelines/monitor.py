@@ -15,7 +15,6 @@ import os
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +65,9 @@ def run_monitor(*, current: str, config: str = "contracts/monitor.yaml", referen
     load_monitor_config(config)  # bad config: refused before anything starts, with file:line
     config_yaml = Path(config).read_text(encoding="utf-8")
     spec_yaml = Path(spec).read_text(encoding="utf-8") if spec else ""
-    run_id = datetime.now(timezone.utc).strftime("monitor-%Y%m%d-%H%M%S-%f")
-    report_dir = (Path(workdir) / run_id).resolve()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from kfp import local
+    from pipelines.local import init_local_run
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(report_dir / "outputs"),
-               raise_on_error=True)
+    report_dir = init_local_run("monitor", workdir)
     started = time.perf_counter()
     failure = None
     sink = open(os.devnull, "w") if quiet else sys.stderr
