@@ -18,9 +18,14 @@ def test_reports_cover_drift_and_the_worst_slice(tmp_path):
     test = pd.DataFrame({"amount": rng.exponential(160, 5000), "hour": rng.integers(0, 24, 5000)})
     written = write_reports(scored, verdict, contract, (train, test), ["amount", "hour"], tmp_path)
     names = sorted(p.name for p in written)
+    assert "worst-slices.png" in names
+    png = tmp_path / "worst-slices.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = verdict.to_html({"Worst slices": png.read_bytes()})
+    assert "data:image/png;base64," in html and "<h2>Worst slices</h2>" in html
     assert "data-drift.html" in names
     assert "slice-merchant_category_podcasts.html" in names
-    for p in written:
+    for p in (p for p in written if p.suffix == ".html"):
         text = p.read_text()
         assert "<html" in text[:200] and len(text) > 10_000
 

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import html
 import json
 from collections import Counter
@@ -195,8 +197,9 @@ class Verdict:
         return "\n".join(out) + "\n"
 
     # -- html ------------------------------------------------------------------
-    def to_html(self) -> str:
-        return render_html(self)
+    def to_html(self, figures: dict[str, bytes] | None = None) -> str:
+        """The HTML page; `figures` (title -> PNG bytes) are embedded after the overall table."""
+        return render_html(self, figures)
 
 
 def _overall_line(overall: dict[str, Any]) -> str:
@@ -254,8 +257,8 @@ def _rows_html(results: list[ClauseResult], with_clause: bool) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def render_html(v: Verdict) -> str:
-    """A self-contained page: summary, worst offenders, then one table per clause."""
+def render_html(v: Verdict, figures: dict[str, bytes] | None = None) -> str:
+    """A self-contained page: summary, figures, worst offenders, then one table per clause."""
     c = v.counts()
     cls = "pass" if v.passed else "fail"
     fails = v.failures(include_warnings=True)
@@ -284,6 +287,9 @@ def render_html(v: Verdict) -> str:
         "<h2>Overall</h2>", overall,
         f'<p class="muted">recall@FPR read at {_e(ref.get("how", ""))}.</p>',
     ]
+    for title, png in (figures or {}).items():
+        data = base64.b64encode(png).decode("ascii")
+        parts += [f"<h2>{_e(title)}</h2>", f'<img alt="{_e(title)}" style="max-width:100%" src="data:image/png;base64,{data}">']
     if fails:
         parts += ["<h2>Worst offenders</h2>", _rows_html(fails[:50], with_clause=True)]
         if len(fails) > 50:

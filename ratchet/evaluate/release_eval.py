@@ -31,6 +31,7 @@ class Evaluation:
     metrics: dict[str, float]
     reason: str
     suggestions: Any = None  # ratchet.thresholds Suggestions the contract was judged at, if any
+    figures: dict[str, bytes] = field(default_factory=dict)  # title -> PNG, embedded in verdict.html
 
     def renderings(self) -> dict[str, str]:
         """The verdict as files: JSON, Markdown, HTML and plain text."""
@@ -39,7 +40,7 @@ class Evaluation:
         return {
             "verdict.json": json.dumps(self.verdict.to_dict(), indent=2, default=str),
             "verdict.md": self.verdict.to_markdown(),
-            "verdict.html": self.verdict.to_html(),
+            "verdict.html": self.verdict.to_html(self.figures),
             "verdict.txt": self.verdict.to_text(),
         }
 
@@ -107,7 +108,12 @@ def write_reports(scored: pd.DataFrame, verdict: Any, contract: Any, drift: tupl
     test window, and candidate vs production on the worst slices the engine found."""
     from ratchet.evaluate.reports import drift_report, slice_comparison_reports, slice_masks
 
+    from ratchet.evaluate.reports import worst_slices_plot
+
     written = []
+    chart = worst_slices_plot(verdict, report_dir / "worst-slices.png")
+    if chart is not None:
+        written.append(chart)
     if drift is not None:
         written.append(drift_report(drift[0], drift[1], features, report_dir / "data-drift.html"))
     masks = slice_masks(scored, contract, verdict.worst_slices(n=3))
@@ -142,9 +148,12 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
             current_per_merchant=baseline_thresholds.per_merchant if baseline_thresholds else None)
         scored = suggestions.apply(scored)
     verdict = evaluate_contract(contract, scored)
+    figures: dict[str, bytes] = {}
     if report_dir is not None:
         features = list(candidate.feature_names or [])
-        write_reports(scored, verdict, contract, (train, test) if train is not None else None, features, report_dir)
+        written = write_reports(scored, verdict, contract, (train, test) if train is not None else None, features,
+                                report_dir)
+        figures = {"Worst slices: candidate vs production": p.read_bytes() for p in written if p.suffix == ".png"}
     failures = verdict.failures()
     if verdict.passed:
         reason = "gate passed" + (" (bootstrap: absolute bounds only)" if baseline is None else "")
@@ -153,7 +162,7 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
     metrics = headline_metrics(verdict, len(scored))
     if suggestions is not None:  # per-row thresholds: the headline one is the global threshold
         metrics["threshold"] = suggestions.global_threshold
-    return Evaluation(verdict.passed, verdict, metrics, reason, suggestions)
+    return Evaluation(verdict.passed, verdict, metrics, reason, suggestions, figures)
 
 
 def _describe(failure: Any) -> str:

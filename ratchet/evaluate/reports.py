@@ -91,3 +91,36 @@ def slice_comparison_reports(scored: pd.DataFrame, thresholds: dict[str, np.ndar
         snapshot.save_html(str(path))
         written.append(path)
     return written
+
+
+def worst_slices_plot(verdict, out_png: Path, n: int = 12) -> Path | None:
+    """Bar chart of the worst per-slice results: production's and the candidate's value of
+    each clause's metric on that slice, failures in red. None when nothing compares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in verdict.results if r.family != "overall" and r.baseline is not None
+            and r.candidate is not None and (r.excess or 0) > 0]
+    rank = {"fail": 0, "pass": 1, "not_judged": 2}
+    rows = sorted(rows, key=lambda r: (rank[r.status], -(r.excess or 0.0)))[:n]
+    if not rows:
+        return None
+    labels = [f"{r.name}\n{r.slice}"[:80] for r in rows][::-1]
+    base = [r.baseline for r in rows][::-1]
+    cand = [r.candidate for r in rows][::-1]
+    colors = ["#cf222e" if r.status == "fail" else "#0969da" for r in rows][::-1]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.2))
+    ax.barh(y + 0.2, base, height=0.4, color="#8c959f", label="production")
+    ax.barh(y - 0.2, cand, height=0.4, color=colors, label="candidate (red: failed)")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel("value of the clause's metric on the slice")
+    ax.set_title("Worst slices: candidate vs production")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
