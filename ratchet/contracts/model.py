@@ -20,7 +20,6 @@ from typing import Any
 import jsonschema
 
 from ratchet.data import columns as C
-from ratchet.errors import SpecError
 from ratchet.evaluate.metrics import LABEL_FREE, MODEL_METRICS
 from ratchet.evaluate.slices import SliceFamily
 from ratchet.yamlfile import YamlDoc, load_yaml, parse_yaml

@@ -200,9 +200,21 @@ def controller_cli(args: argparse.Namespace) -> int:
     plan = _plan(args)
     observe = None
     if getattr(args, "decision_log", None):
-        from ratchet.rollout.guards import decision_log_observer
+        from pathlib import Path
 
-        observe = decision_log_observer(args.decision_log, plan, labels_path=getattr(args, "labels", None))
+        labels_path = getattr(args, "labels", None)
+        if Path(args.decision_log).is_dir():  # the folder `ratchet serve` writes: read each new file once
+            from ratchet.rollout.guards import _read_table
+            from ratchet.rollout.observe import DecisionLogTail, live_observer
+
+            def labels():  # matured labels grow between passes: re-read each time
+                return _read_table(labels_path) if labels_path and Path(labels_path).exists() else None
+
+            observe = live_observer(DecisionLogTail(args.decision_log), plan, labels if labels_path else None)
+        else:
+            from ratchet.rollout.guards import decision_log_observer
+
+            observe = decision_log_observer(args.decision_log, plan, labels_path=labels_path)
     backend = _backend(args)
     ctrl = Controller(_registry(args), backend, plan, observe, actor=f"ratchet controller ({_user()})")
     try:

@@ -1,0 +1,164 @@
+"""Observations for the controller from the decision service's live log folder.
+
+`live_observer(DecisionLogTail(folder), plan, labels)` is the `observe(fact, windows)` the
+Controller calls each pass: guards per role from the start of its current step (block
+rates counted per card, the unit the canary is routed by), and the shadow review on
+matured labels, pending until the labelled shadow decisions can judge the whole
+population the contract judges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ratchet.rollout.plan import RolloutPlan
+from ratchet.rollout.state import DeploymentState, Observations
+
+#: Decision-log columns the guards and the shadow review read (the `features` map is not
+#: loaded: only the features a contract slices on are pulled out of it).
+LOG_COLUMNS = ("request_id", "ts", "role", "version", "score", "threshold", "decision", "status", "error",
+               "latency_ms", "config_generation")
+
+
+# ---- reading the live decision log -----------------------------------------------------------
+class DecisionLogTail:
+    """The decision log folder as one DataFrame, reading each Parquet file once.
+
+    The service writes a file per rotation under a dot-name and renames it, so a listed
+    file is complete and never changes: files already read are kept in memory and only
+    new ones are read on each call. `features` names values pulled out of the log's
+    `features` map into columns (e.g. amount, which the contract's amount bands need).
+    """
+
+    def __init__(self, folder: str | Path, features: Sequence[str] = ("amount",)) -> None:
+        self.folder = Path(folder)
+        self.features = tuple(features)
+        self._parts: dict[str, Any] = {}
+        self._frame = None
+
+    def frame(self):  # noqa: ANN201 - pandas DataFrame
+        import pandas as pd
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from ratchet.serving.schema import SLICE_KEYS
+
+        new = sorted(p for p in self.folder.glob("decisions-*.parquet") if p.name not in self._parts) \
+            if self.folder.exists() else []
+        for p in new:
+            t = pq.read_table(p, columns=[*LOG_COLUMNS, *SLICE_KEYS, "features"])
+            for name in self.features:
+                t = t.append_column(name, pc.map_lookup(t["features"], name, "first"))
+            self._parts[p.name] = t.drop_columns(["features"]).to_pandas()
+        if new or self._frame is None:
+            parts = [self._parts[k] for k in sorted(self._parts)]
+            self._frame = (pd.concat(parts, ignore_index=True) if parts else
+                           pd.DataFrame(columns=[*LOG_COLUMNS, *SLICE_KEYS, *self.features]))
+        return self._frame
+
+
+def per_card(log, keys: Sequence[str]):  # noqa: ANN001, ANN201 - pandas DataFrame in and out
+    """One row per (role, card): blocked when any of the card's answered decisions was.
+
+    The canary is assigned by card and fraud comes in bursts on one card, so decisions
+    of one card are not independent: a single compromised card in the canary can move a
+    country's transaction block rate by several times within a step window, and an
+    interval that counts its ten blocks as ten pieces of evidence calls that credible.
+    Counting cards -- the unit the canary randomises -- keeps the block-rate guard's
+    interval honest. Error rate and latency stay per decision."""
+    import numpy as np
+    import pandas as pd
+
+    ok = log[(log["status"].astype(str) == "ok") & log["card_id"].notna()]
+    if not len(ok):
+        return ok
+    ok = ok.assign(_blk=(ok["decision"].astype(str) == "block").to_numpy())
+    agg = {"_blk": ("_blk", "max"), "ts": ("ts", "max"), **{k: (k, "first") for k in keys if k in ok.columns}}
+    g = ok.groupby(["role", "card_id"], sort=False, observed=True).agg(**agg).reset_index()
+    g["decision"] = np.where(g["_blk"].to_numpy(), "block", "allow")
+    g["status"] = "ok"
+    return pd.DataFrame(g.drop(columns=["_blk"]))
+
+
+def live_observer(tail: DecisionLogTail, plan: RolloutPlan, labels=None):  # noqa: ANN001, ANN201
+    """observe(fact, windows) for the Controller from a live decision log: guards per role
+    from the start of its current step (block rates counted per card, see per_card), and
+    the shadow review on matured `labels` (request_id, label) when the plan names a
+    contract, pending until the labelled shadow decisions can judge the whole population."""
+    import pandas as pd
+
+    from ratchet.rollout.guards import observe_decisions, review_shadow
+
+    per = plan.guards.block_rate.per if plan.guards.block_rate is not None else "country"
+    cohort = plan.canary.cohort
+    keys = [per, *(k for k, _ in cohort or ())]
+    needs = review_needs(plan.shadow.contract) if plan.shadow.contract else (0, 0, 0)
+
+    def since(log, t: datetime | None):  # noqa: ANN001, ANN202
+        return log if t is None else log[(pd.to_datetime(log["ts"], utc=True) >= pd.Timestamp(t)).to_numpy()]
+
+    def observe(fact: DeploymentState, windows: dict[str, datetime | None]) -> Observations:
+        log = tail.frame()
+        if not len(log):
+            return Observations(per=per)
+        cw, sw = since(log, windows.get("canary")), since(log, windows.get("shadow"))
+        canary = observe_decisions(cw, per=per, cohort=cohort)
+        shadow = observe_decisions(sw, per=per)
+        canary_cards = observe_decisions(per_card(cw, keys), per=per, cohort=cohort)
+        shadow_cards = observe_decisions(per_card(sw, keys), per=per)
+        review = None
+        if fact.shadow is not None and plan.shadow.contract and labels is not None:
+            lab = labels() if callable(labels) else labels
+            if lab is not None:
+                # a shadow scoring that timed out or failed has no score: judge the scored ones
+                scored = sw[(sw["status"].astype(str) == "ok").to_numpy()]
+                review = _enough_labels(scored, lab, needs) or review_shadow(scored, lab, plan.shadow.contract)
+        roles = {"production": canary.role("production"), "canary": canary.role("canary"),
+                 "shadow": shadow.role("shadow")}
+        blocks = {k: v for k, v in (("canary", canary_cards.block_counts.get("canary")),
+                                    ("shadow", shadow_cards.block_counts.get("shadow"))) if v}
+        return Observations(roles=roles, block_counts=blocks, shadow_review=review,
+                            window_start=windows["canary"].isoformat() if windows.get("canary") else None, per=per)
+
+    return observe
+
+
+_POSITIVES = frozenset({"recall", "recall_at_fpr", "auc", "average_precision"})
+_NEGATIVES = frozenset({"fpr"})
+
+
+def review_needs(contract_path: str) -> tuple[int, int, int]:
+    """(frauds, non-frauds, rows) the contract's whole-population blocking clauses need.
+
+    A gate fails such a clause below its min_support (never pass without evidence); a
+    live review has not failed then, it has not seen enough yet, so it stays pending."""
+    from ratchet.contracts import load_contract
+
+    pos = neg = rows = 0
+    for c in load_contract(contract_path).clauses:
+        if c.per is not None or not c.blocking:
+            continue
+        if c.metric in _POSITIVES:
+            pos = max(pos, c.min_support)
+        elif c.metric in _NEGATIVES:
+            neg = max(neg, c.min_support)
+        else:
+            rows = max(rows, c.min_support)
+    return pos, neg, rows
+
+
+def _enough_labels(window, labels, needs: tuple[int, int, int]):  # noqa: ANN001, ANN202
+    """A pending ShadowReview while the labelled shadow decisions are too few, else None."""
+    from ratchet.rollout.state import ShadowReview
+
+    ids = window.loc[window["role"] == "shadow", "request_id"]
+    lab = labels.loc[labels["request_id"].isin(ids), "label"]
+    n, pos = len(lab), int(lab.sum())
+    need_pos, need_neg, need_rows = needs
+    if pos >= need_pos and n - pos >= need_neg and n >= need_rows:
+        return None
+    return ShadowReview("pending", f"{n:,} labelled shadow decisions with {pos} frauds; the contract judges the "
+                                   f"whole population from {need_pos} frauds, {need_neg} non-frauds")
