@@ -132,6 +132,8 @@ def _add_rollout_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("status", help="stages, versions, weights and last events")
     _registry_arguments(s)
     s.add_argument("--format", choices=["text", "json"], default="text")
+    s.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw the ramp history (each version's traffic share over time) to this PNG")
     s.set_defaults(func=_rollout("status_cli"))
     a = sub.add_parser("approve", help="approve the pending rollout step (plans in mode: suggest)")
     _registry_arguments(a)

@@ -254,11 +254,22 @@ def approve_cli(args: argparse.Namespace) -> int:
 
 
 def status_cli(args: argparse.Namespace) -> int:
-    st = status(_registry(args))
+    registry = _registry(args)
+    st = status(registry)
+    plot = getattr(args, "plot", None)
+    if plot:
+        from pathlib import Path
+
+        from ratchet.rollout.ramp_plot import plot_ramp
+
+        written = plot_ramp({v: registry.history(v) for v in registry.versions()}, Path(plot))
+        st["plot"] = str(written) if written else None
     if getattr(args, "format", "text") == "json":
         print(json.dumps(st, indent=2, default=str))
     else:
         print(render_status(st))
+        if plot:
+            print(f"ramp history: {st['plot']}" if st["plot"] else "ramp history: no version has ramped yet")
     return EXIT_OK
 
 
