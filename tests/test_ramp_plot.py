@@ -45,3 +45,10 @@ def test_status_plot_from_a_real_registry(tmp_path: Path, capsys):
     assert main(["status", "--tracking-uri", uri, "--plot", str(tmp_path / "r.png")]) == 0
     assert "ramp history:" in capsys.readouterr().out
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    reg.client.set_registered_model_alias("fraud", "production", str(v))
+    assert main(["status", "--tracking-uri", uri, "--plot", str(tmp_path / "r2.png"), "--format", "json"]) == 0
+    import json
+
+    run_id = json.loads(capsys.readouterr().out)["plot_run_id"]
+    assert [a.path for a in reg.client.list_artifacts(run_id, "ramp")] == ["ramp/r2.png"]
+    assert "monitor.ramp" in reg.tags(v)

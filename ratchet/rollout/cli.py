@@ -264,6 +264,9 @@ def status_cli(args: argparse.Namespace) -> int:
 
         written = plot_ramp({v: registry.history(v) for v in registry.versions()}, Path(plot))
         st["plot"] = str(written) if written else None
+        production = registry.alias_version("production")
+        if written and production is not None:  # visible in the MLflow UI next to the version
+            st["plot_run_id"] = registry.log_monitoring("ramp", production, artifacts={str(written): "ramp"})
     if getattr(args, "format", "text") == "json":
         print(json.dumps(st, indent=2, default=str))
     else:
