@@ -138,7 +138,7 @@ def test_unreadable_spec_is_refused_before_anything_runs(world, released):
     _assert_untouched(world, before)
 
 
-HANDBOOK = ROOT.parent / "shared" / "data" / "fraud-handbook" / "parquet"
+from tests.conftest import HANDBOOK  # noqa: E402
 
 
 @pytest.mark.skipif(not HANDBOOK.exists(), reason="third-party dataset not present at ../shared/data")

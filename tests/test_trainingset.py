@@ -16,7 +16,7 @@ from ratchet.train.spec import Windows, known_features, load_spec, parse_spec
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDBOOK = Path("/work/shared/data/fraud-handbook/parquet")
+from tests.conftest import HANDBOOK  # noqa: E402
 
 
 # --- hand-made data ------------------------------------------------------------------
