@@ -7,32 +7,15 @@ import io
 import json
 import re
 import shutil
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from ratchet.registry import Registry
 from ratchet.rollout import Controller, MemoryBackend, plan_from_text
-from ratchet.rollout.actions import AdoptOutsideChange, Rollback, Wait
+from ratchet.rollout.actions import AdoptOutsideChange, Rollback
 from ratchet.rollout.state import DeploymentState, Observations, RoleStats, ShadowReview, SliceCounts
+from rollout_helpers import PLAN, Clock, drive, make_template_db
 
-PLAN = """
-mode: auto
-interval: 1s
-shadow: {min_duration: 1h, min_decisions: 1000, contract: fraud.yaml}
-canary:
-  steps:
-    - {weight: 1, hold: 10m, min_decisions: 100}
-    - {weight: 5, hold: 10m, min_decisions: 100}
-    - {weight: 25, hold: 10m, min_decisions: 100}
-    - {weight: 50, hold: 10m, min_decisions: 100}
-    - {weight: 100, hold: 10m, min_decisions: 100}
-guards:
-  block_rate: {per: country, tolerance: {relative: 0.10, absolute: 0.0005}, min_support: 500}
-  error_rate: {max: 0.01}
-  p99_latency_ms: {max: 50, min_decisions: 100}
-"""
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
 WRITES = ("set_registered_model_alias", "delete_registered_model_alias", "set_model_version_tag",
           "set_registered_model_tag", "delete_registered_model_tag")
 
@@ -71,17 +54,6 @@ class Counting:
         return write
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 3600) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 def healthy(breach_country: str | None = None, breach_role: str = "canary"):
     def observe(fact: DeploymentState, windows) -> Observations:
         counts = {}
@@ -98,14 +70,7 @@ def healthy(breach_country: str | None = None, breach_role: str = "canary"):
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory):
-    """A store with v1 (candidate) and v2 (candidate): cheap versions, no model files needed."""
-    d = tmp_path_factory.mktemp("tpl")
-    reg = Registry(f"sqlite:///{d / 'mlflow.db'}", "fraud")
-    reg.client.create_registered_model("fraud")
-    for _ in range(3):
-        mv = reg.client.create_model_version("fraud", source=str(d / "model"))
-        reg.client.set_model_version_tag("fraud", mv.version, "state", "candidate")
-    return d / "mlflow.db"
+    return make_template_db(tmp_path_factory.mktemp("tpl"))
 
 
 @pytest.fixture()
@@ -128,17 +93,6 @@ def start(uri):
     reg.set_stage(1, "production", actor="test", reason="bootstrap")
     reg.set_stage(2, "staging", actor="release pipeline", reason="gate passed")
     return reg
-
-
-def drive(ctrl, clock, max_passes=40):
-    actions = []
-    for _ in range(max_passes):
-        a = ctrl.run_once()
-        clock.tick()
-        actions.append(a)
-        if isinstance(a, Wait) and a.settled:
-            return actions
-    raise AssertionError(f"did not settle: {[x.event for x in actions[-5:]]}")
 
 
 def snapshot(uri, backend):

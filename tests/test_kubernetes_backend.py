@@ -10,7 +10,6 @@ import ast
 import io
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,33 +20,17 @@ from kubernetes.client import ApiClient, AppsV1Api, Configuration
 from ratchet.errors import RatchetError
 from ratchet.registry import Registry
 from ratchet.rollout import Controller, plan_from_text
-from ratchet.rollout.actions import AdoptOutsideChange, Wait
+from ratchet.rollout.actions import AdoptOutsideChange
 from ratchet.rollout.backends.kubernetes import (
     APPLIED, CHANGE_CAUSE, ENV, STAGES_ANNOTATION, DeploymentConflict, KubernetesBackend, KubernetesError, digest,
     state_from_deployment, template_env,
 )
 from ratchet.rollout.state import DeploymentState, Observations, RoleStats, ShadowReview, SliceCounts
+from rollout_helpers import PLAN, Clock, drive, make_template_db
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "fraud"
 NAME = "ratchet-decision"
-PLAN = """
-mode: auto
-interval: 1s
-shadow: {min_duration: 1h, min_decisions: 1000, contract: fraud.yaml}
-canary:
-  steps:
-    - {weight: 1, hold: 10m, min_decisions: 100}
-    - {weight: 5, hold: 10m, min_decisions: 100}
-    - {weight: 25, hold: 10m, min_decisions: 100}
-    - {weight: 50, hold: 10m, min_decisions: 100}
-    - {weight: 100, hold: 10m, min_decisions: 100}
-guards:
-  block_rate: {per: country, tolerance: {relative: 0.10, absolute: 0.0005}, min_support: 500}
-  error_rate: {max: 0.01}
-  p99_latency_ms: {max: 50, min_decisions: 100}
-"""
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
 STAGE_ENV = tuple(ENV.values())
 
 
@@ -69,17 +52,6 @@ def backend_for(kube: FakeKubeApi, **kw) -> KubernetesBackend:
     return KubernetesBackend(NS, NAME, api=api, **kw)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, seconds: float = 3600) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 def healthy(fact: DeploymentState, windows) -> Observations:
     rows = (SliceCounts("FR", 20000, 400, 20000, 408), SliceCounts("DE", 20000, 300, 20000, 297))
     return Observations(roles={r: RoleStats(45100, 3, 12.0) for r in ("production", "canary", "shadow")},
@@ -89,13 +61,7 @@ def healthy(fact: DeploymentState, windows) -> Observations:
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tpl")
-    reg = Registry(f"sqlite:///{d / 'mlflow.db'}", "fraud")
-    reg.client.create_registered_model("fraud")
-    for _ in range(3):
-        mv = reg.client.create_model_version("fraud", source=str(d / "model"))
-        reg.client.set_model_version_tag("fraud", mv.version, "state", "candidate")
-    return d / "mlflow.db"
+    return make_template_db(tmp_path_factory.mktemp("tpl"))
 
 
 @pytest.fixture()
@@ -110,17 +76,6 @@ def store(template_db, tmp_path):
 
 def controller(uri: str, backend: KubernetesBackend, clock: Clock) -> Controller:
     return Controller(Registry(uri, "fraud"), backend, plan_from_text(PLAN), healthy, clock, out=io.StringIO())
-
-
-def drive(ctrl: Controller, clock: Clock, max_passes: int = 40) -> list:
-    actions = []
-    for _ in range(max_passes):
-        a = ctrl.run_once()
-        clock.tick()
-        actions.append(a)
-        if isinstance(a, Wait) and a.settled:
-            return actions
-    raise AssertionError(f"did not settle: {[x.event for x in actions[-5:]]}")
 
 
 def stage_env(template: dict) -> tuple[str, ...]:
