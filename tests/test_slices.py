@@ -126,3 +126,37 @@ def test_threshold_for_block_rate() -> None:
     t = threshold_for_block_rate(s, 0.05)
     assert (s >= t).mean() == pytest.approx(0.05)
     assert threshold_for_block_rate(s, 0.0) == np.inf
+
+
+def test_signed_scores_zero_ties_and_rows_in_no_slice_match_sklearn() -> None:
+    """The radix sort's key mapping: negative scores, -0.0 tied with 0.0, huge and tiny magnitudes."""
+    rng = np.random.default_rng(11)
+    n = 5000
+    y = (rng.random(n) < 0.1).astype(int)
+    s = rng.choice([-1e300, -2.5, -1e-300, -0.0, 0.0, 1e-300, 3.0, 1e300], n) + 0 * y
+    s = np.where(rng.random(n) < 0.5, s, rng.normal(size=n) + y)   # half tied, half continuous
+    df = pd.DataFrame({"merchant_id": rng.integers(0, 50, n), "label": y})
+    codes = [assign(df, OVERALL), assign(df, SliceFamily("top", ("merchant_id",), top=10))]
+    assert (codes[1].codes == -1).any()
+    tab = slice_metrics(y, {"m": s}, {"m": 0.0}, codes, reference_fpr=0.05)
+    for _, r in tab.iterrows():
+        m = np.ones(n, bool) if r["family"] == "overall" else (df["merchant_id"] == int(r["slice"].split("=")[1])).to_numpy()
+        assert r["m_auc"] == pytest.approx(roc_auc_score(y[m], s[m]), abs=1e-12)
+        assert r["m_average_precision"] == pytest.approx(average_precision_score(y[m], s[m]), abs=1e-12)
+        fpr, tpr, _ = roc_curve(y[m], s[m], drop_intermediate=False)
+        assert r["m_recall_at_fpr"] == pytest.approx(tpr[fpr <= 0.05].max(), abs=1e-12)
+        assert r["m_blocked"] == (s[m] >= 0.0).sum()
+
+
+def test_more_than_32k_slices_use_wide_codes() -> None:
+    rng = np.random.default_rng(3)
+    n = 40_000
+    df = pd.DataFrame({"card": np.arange(n) // 1, "label": (rng.random(n) < 0.5).astype(int)})
+    fam = assign(df, SliceFamily("card", ("card",)))
+    assert fam.n_slices == n
+    s = rng.random(n)
+    tab = slice_metrics(df["label"].to_numpy(), {"m": s}, {"m": 0.5}, [assign(df, OVERALL), fam], reference_fpr=0.1)
+    assert len(tab) == n + 1 and (tab["rows"].iloc[1:] == 1).all()
+    assert tab["m_auc"].iloc[1:].isna().all()          # one row: never both classes
+    assert tab["m_auc"].iat[0] == pytest.approx(roc_auc_score(df["label"], s), abs=1e-12)
+    assert (tab["m_blocked"].iloc[1:].to_numpy() == (s >= 0.5)).all()
