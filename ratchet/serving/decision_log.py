@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
+import operator
 import os
 import secrets
 import threading
@@ -24,6 +24,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ratchet.serving.schema import SLICE_KEYS
@@ -53,28 +54,55 @@ SCHEMA = pa.schema([
 _N_SCALAR = 11
 
 
+def _attrs(names: tuple[str, ...]):  # noqa: ANN202 - obj -> tuple of its attributes (None if absent)
+    get = operator.attrgetter(*names) if len(names) > 1 else (lambda o: (getattr(o, names[0]),))
+
+    def read(obj: object) -> tuple:
+        try:
+            return get(obj)
+        except AttributeError:
+            return tuple(getattr(obj, n, None) for n in names)
+
+    return read
+
+
+_slice_keys = _attrs(SLICE_KEYS)
+_feature_readers: dict[tuple[str, ...], Any] = {}
+
+
 def _batch(rows: list[tuple]) -> pa.RecordBatch:
-    cols: list[list[Any]] = [[] for _ in range(_N_SCALAR)]
-    keys: list[list[Any]] = [[] for _ in SLICE_KEYS]
-    feats: list[Any] = []
-    for row in rows:
-        for i in range(_N_SCALAR):
-            cols[i].append(row[i])
-        req, names = row[_N_SCALAR], row[_N_SCALAR + 1]
-        for j, k in enumerate(SLICE_KEYS):
-            keys[j].append(getattr(req, k, None))
+    """Rows -> one Arrow batch. Per row only a few C-level calls (the writer thread holds the
+    GIL while it runs Python, so this is kept short); the columns are built by Arrow/numpy."""
+    n = len(rows)
+    cols = list(zip(*[row[:_N_SCALAR] for row in rows]))
+    keys = list(zip(*[_slice_keys(row[_N_SCALAR]) for row in rows]))
+    offsets: list[int | None] = [0] * (n + 1)
+    flat_values: list[Any] = []
+    flat_names: list[str] = []
+    at = 0
+    for i, row in enumerate(rows):
+        names = row[_N_SCALAR + 1]
         if names is None:
-            feats.append(None)
-        else:
-            pairs = []
-            for n in names:
-                v = getattr(req, n, None)
-                pairs.append((n, math.nan if v is None else float(v)))
-            feats.append(pairs)
-    ts = pa.array([int(t * 1_000_000) for t in cols[1]], type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+            offsets[i] = None  # a null map (shadow rows); its end offset is the next entry
+            offsets[i + 1] = at
+            continue
+        offsets[i] = at
+        read = _feature_readers.get(names)
+        if read is None:
+            read = _feature_readers[names] = _attrs(tuple(names))
+        flat_values.extend(read(row[_N_SCALAR]))
+        flat_names.extend(names)
+        at += len(names)
+        offsets[i + 1] = at
+    # None (a missing feature) -> NaN, as XGBoost saw it
+    values = pa.array(np.array(flat_values, dtype=np.float64) if flat_values else np.empty(0, np.float64))
+    features = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat_names, pa.string()), values,
+                                       type=SCHEMA.field("features").type)
+    ts = pa.array((np.array(cols[1], dtype=np.float64) * 1_000_000).astype(np.int64)).cast(
+        pa.timestamp("us", tz="UTC"))
     arrays = [pa.array(cols[0], pa.string()), ts] + [
         pa.array(cols[i], SCHEMA.field(i).type) for i in range(2, _N_SCALAR)
-    ] + [pa.array(k, pa.string()) for k in keys] + [pa.array(feats, SCHEMA.field("features").type)]
+    ] + [pa.array(k, pa.string()) for k in keys] + [features]
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 

@@ -11,9 +11,12 @@ merchant. A row is blocked when score >= threshold (as in ratchet.evaluate.metri
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from ratchet.errors import RatchetError, RegistryError
+
+log = logging.getLogger("ratchet.serving")
 
 DEFAULT_THRESHOLD = 0.5
 #: Fault injection for tests and drills, e.g. RATCHET_SERVING_FAULT="shadow=raise" or "shadow=sleep:0.2".
@@ -64,9 +69,17 @@ class LoadedModel:
     threshold: float = DEFAULT_THRESHOLD
     merchant_thresholds: Mapping[str, float] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    #: the booster's trees compiled for single rows (ratchet.serving.predictor); None: the booster scores
+    compiled: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.compiled is None and self.booster is not None:
+            object.__setattr__(self, "compiled", compiled_for(self.booster, self.version))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        # inplace_predict skips DMatrix construction: ~100 us for one row instead of ~1 ms
+        if self.compiled is not None:
+            return self.compiled.predict(x)  # ~5-10 us a row, without the GIL
+        # inplace_predict skips DMatrix construction: ~100-300 us for one row instead of ~1 ms
         return self.booster.inplace_predict(x)
 
     def threshold_for(self, merchant_id: str | None) -> float:
@@ -76,7 +89,35 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "threshold": self.threshold,
-                "merchant_thresholds": len(self.merchant_thresholds), "features": list(self.features)}
+                "merchant_thresholds": len(self.merchant_thresholds), "features": list(self.features),
+                "scorer": "compiled" if self.compiled is not None else "xgboost"}
+
+
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_compile_lock = threading.Lock()
+
+
+def compiled_for(booster: Any, version: int | None = None) -> Any:
+    """The booster's CompiledTrees (cached per booster), or None -- with a log line saying why --
+    when the model has something the compiled kernel does not reproduce exactly."""
+    from ratchet.serving.predictor import compile_booster
+
+    with _compile_lock:
+        try:
+            return _compiled[booster]
+        except (KeyError, TypeError):
+            pass
+        compiled, why = compile_booster(booster)
+        if compiled is None:
+            log.warning("version %s scores with xgboost's inplace_predict (~100-300 us a row), not the compiled "
+                        "trees: %s", version, why)
+        else:
+            log.info("version %s: %d trees compiled for single-row scoring", version, compiled.n_trees)
+        try:
+            _compiled[booster] = compiled
+        except TypeError:
+            pass
+        return compiled
 
 
 class FaultyModel(LoadedModel):
@@ -108,7 +149,7 @@ def with_fault(model: LoadedModel, fault: str | None) -> LoadedModel:
     if not fault:
         return model
     m = FaultyModel(model.version, model.booster, model.features, model.threshold, model.merchant_thresholds,
-                    model.loaded_at)
+                    model.loaded_at, model.compiled)
     object.__setattr__(m, "fault", fault)
     return m
 

@@ -13,8 +13,9 @@ keys are bounded strings; unknown fields are rejected. Validation errors name th
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ratchet.data import columns as C
@@ -66,6 +67,25 @@ def request_model(features: tuple[str, ...] | list[str]) -> type[BaseModel]:
         ge, le = feature_range(name)
         fields[name] = (float | None, Field(None, ge=ge, le=le))
     return create_model("DecisionRequest", __config__=_STRICT, **fields)
+
+
+def request_decoder(features: tuple[str, ...] | list[str]) -> msgspec.json.Decoder:
+    """The request path's fast validator (msgspec, ~2 us): the same fields and constraints as
+    request_model(features), into a struct read by attribute like the pydantic model.
+
+    It may only be *stricter* than the pydantic model, never looser: the service takes its
+    result when it accepts and otherwise asks the pydantic model, which either accepts too
+    or produces the 422 payload (tests/test_serving.py compares both on fuzzed bodies)."""
+    request_model(features)  # same name checks
+    key = Annotated[str, msgspec.Meta(max_length=MAX_KEY_LENGTH)]
+    fields: list[tuple] = [(C.CARD_ID, Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)])]
+    fields += [(k, key | None, None) for k in SLICE_KEYS if k != C.CARD_ID]
+    for name in features:
+        ge, le = feature_range(name)
+        meta = {k: v for k, v in (("ge", ge), ("le", le)) if v is not None}
+        fields.append((name, (Annotated[float, msgspec.Meta(**meta)] if meta else float) | None, None))
+    struct = msgspec.defstruct("DecisionRequest", fields, forbid_unknown_fields=True, frozen=True)
+    return msgspec.json.Decoder(struct)
 
 
 def validation_problems(exc: ValidationError, limit: int = 20) -> list[dict[str, Any]]:

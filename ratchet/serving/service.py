@@ -30,7 +30,7 @@ from ratchet.serving.config import StageConfig, VersionRef
 from ratchet.serving.metrics import Metrics
 from ratchet.serving.models import LoadedModel, faults, with_fault
 from ratchet.serving.routing import cohort_matcher, route_to_canary
-from ratchet.serving.schema import request_model, validation_problems
+from ratchet.serving.schema import request_decoder, request_model, validation_problems
 
 log = logging.getLogger("ratchet.serving")
 
@@ -59,6 +59,7 @@ class Snapshot:
     reason: str | None = None
     loaded_at: float = field(default_factory=time.time)
     in_cohort: Callable[[object], bool] = field(default=lambda _r: True)
+    decoder: Any = None  # schema.request_decoder: the fast path; request_model decides what it refuses
 
     @property
     def stages(self) -> StageConfig:
@@ -148,6 +149,7 @@ class Service:
             cohort=target.cohort if role_model["canary"] else None, shadow=role_model["shadow"],
             request_model=request_model(tuple(features)), asked=target, reason=reason,
             in_cohort=cohort_matcher(target.cohort if role_model["canary"] else None),
+            decoder=request_decoder(tuple(features)),
         )
 
     # ---- the request path ----------------------------------------------------------------
@@ -158,9 +160,13 @@ class Service:
         if snap is None:
             return 503, {"detail": f"not ready: {self.not_ready_reason}"}
         try:
-            req = snap.request_model.model_validate_json(body)
-        except ValidationError as exc:
-            return 422, {"detail": validation_problems(exc)}
+            req = snap.decoder.decode(body)
+        except Exception:  # noqa: BLE001 - msgspec.DecodeError mostly; anything else: pydantic decides
+            # refused by the fast validator (or none): pydantic has the last word and the error payload
+            try:
+                req = snap.request_model.model_validate_json(body)
+            except ValidationError as exc:
+                return 422, {"detail": validation_problems(exc)}
         model, role = snap.production, "production"
         canary = snap.canary
         if canary is not None and snap.in_cohort(req) and route_to_canary(req.card_id, snap.canary_weight,
