@@ -63,12 +63,9 @@ def _row_matrix(families: Sequence[SliceCodes], y: np.ndarray) -> tuple[np.ndarr
     sizes = [sc.n_slices for sc in families]
     wide = any(sc.codes.dtype.itemsize > 2 for sc in families) or sum(sizes) >= 32_000
     dtype = np.int32 if wide else np.int16
-    codes = tuple(np.ascontiguousarray(sc.codes, dtype=dtype) for sc in families)
     mat = np.empty((len(y), len(families) + 1), dtype=dtype)
-    if families:
-        kernels.row_matrix(codes, y, mat)
-    else:
-        mat[:, 0] = y
+    for f, column in enumerate([*(sc.codes for sc in families), y]):
+        kernels.fill_column(mat, f, np.ascontiguousarray(column, dtype=dtype))
     offsets = np.zeros(len(families), dtype=np.int64)
     if families:
         np.cumsum(sizes[:-1], out=offsets[1:])
