@@ -84,7 +84,8 @@ def request_decoder(features: tuple[str, ...] | list[str]) -> msgspec.json.Decod
         ge, le = feature_range(name)
         meta = {k: v for k, v in (("ge", ge), ("le", le)) if v is not None}
         fields.append((name, (Annotated[float, msgspec.Meta(**meta)] if meta else float) | None, None))
-    struct = msgspec.defstruct("DecisionRequest", fields, forbid_unknown_fields=True, frozen=True)
+    struct = msgspec.defstruct("DecisionRequest", fields, forbid_unknown_fields=True, frozen=True,
+                               gc=False)  # only str, float and None inside: nothing for the cyclic GC
     return msgspec.json.Decoder(struct)
 
 
