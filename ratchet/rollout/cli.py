@@ -202,19 +202,15 @@ def controller_cli(args: argparse.Namespace) -> int:
     if getattr(args, "decision_log", None):
         from pathlib import Path
 
+        from ratchet.rollout.observe import decision_log_source, live_observer, read_table
+
         labels_path = getattr(args, "labels", None)
-        if Path(args.decision_log).is_dir():  # the folder `ratchet serve` writes: read each new file once
-            from ratchet.rollout.guards import _read_table
-            from ratchet.rollout.observe import DecisionLogTail, live_observer
 
-            def labels():  # matured labels grow between passes: re-read each time
-                return _read_table(labels_path) if labels_path and Path(labels_path).exists() else None
+        def labels():  # matured labels grow between passes: re-read each time
+            return read_table(labels_path) if Path(labels_path).exists() else None
 
-            observe = live_observer(DecisionLogTail(args.decision_log), plan, labels if labels_path else None)
-        else:
-            from ratchet.rollout.guards import decision_log_observer
-
-            observe = decision_log_observer(args.decision_log, plan, labels_path=labels_path)
+        # the folder `ratchet serve` writes (each new file read once) or one log file (re-read on change)
+        observe = live_observer(decision_log_source(args.decision_log), plan, labels if labels_path else None)
     backend = _backend(args)
     ctrl = Controller(_registry(args), backend, plan, observe, actor=f"ratchet controller ({_user()})")
     try:

@@ -1,7 +1,8 @@
-"""Observations for the controller from the decision service's live log folder.
+"""Observations for the controller from the decision service's log: a live folder or one file.
 
-`live_observer(DecisionLogTail(folder), plan, labels)` is the `observe(fact, windows)` the
-Controller calls each pass: guards per role from the start of its current step (block
+`live_observer(decision_log_source(path), plan, labels)` is the `observe(fact, windows)`
+the Controller calls each pass, the same for the folder `ratchet serve` writes
+(DecisionLogTail) and for a single exported log file (DecisionLogFile): guards per role from the start of its current step (block
 rates counted per card, the unit the canary is routed by), and the shadow review on
 matured labels, pending until the labelled shadow decisions can judge the whole
 population the contract judges.
@@ -60,6 +61,49 @@ class DecisionLogTail:
         return self._frame
 
 
+class DecisionLogFile:
+    """One decision log file (Parquet, CSV or JSON lines), re-read whenever it changes.
+
+    For logs exported or collected by other tools; the same columns as the service's
+    folder (request_id, ts, role, version, decision, status/error, latency_ms, slice keys).
+    A missing file is an empty log (nothing observed yet), not an error.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._frame = None
+
+    def frame(self):  # noqa: ANN201 - pandas DataFrame
+        import pandas as pd
+
+        if not self.path.is_file():
+            return pd.DataFrame(columns=list(LOG_COLUMNS))
+        st = self.path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._frame, self._stamp = read_table(self.path), stamp
+        return self._frame
+
+
+def decision_log_source(path: str | Path) -> DecisionLogTail | DecisionLogFile:
+    """A folder (what `ratchet serve --decision-log` writes) or a single log file."""
+    p = Path(path)
+    return DecisionLogTail(p) if p.is_dir() or not p.suffix else DecisionLogFile(p)
+
+
+def read_table(path: str | Path):  # noqa: ANN201 - pandas DataFrame
+    """A Parquet, CSV or JSON-lines table (by suffix; Parquet otherwise)."""
+    import pandas as pd
+
+    p = str(path)
+    if p.endswith((".jsonl", ".ndjson")):
+        return pd.read_json(p, lines=True)
+    if p.endswith(".csv"):
+        return pd.read_csv(p)
+    return pd.read_parquet(p)
+
+
 def per_card(log, keys: Sequence[str]):  # noqa: ANN001, ANN201 - pandas DataFrame in and out
     """One row per (role, card): blocked when any of the card's answered decisions was.
 
@@ -72,7 +116,11 @@ def per_card(log, keys: Sequence[str]):  # noqa: ANN001, ANN201 - pandas DataFra
     import numpy as np
     import pandas as pd
 
-    ok = log[(log["status"].astype(str) == "ok") & log["card_id"].notna()]
+    from ratchet.rollout.guards import _errors
+
+    if "card_id" not in log.columns:   # a log without cards: every decision is its own unit
+        return log[~_errors(log)] if len(log) else log
+    ok = log[~_errors(log) & log["card_id"].notna().to_numpy()]
     if not len(ok):
         return ok
     ok = ok.assign(_blk=(ok["decision"].astype(str) == "block").to_numpy())
@@ -83,14 +131,14 @@ def per_card(log, keys: Sequence[str]):  # noqa: ANN001, ANN201 - pandas DataFra
     return pd.DataFrame(g.drop(columns=["_blk"]))
 
 
-def live_observer(tail: DecisionLogTail, plan: RolloutPlan, labels=None):  # noqa: ANN001, ANN201
+def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, labels=None):  # noqa: ANN001, ANN201
     """observe(fact, windows) for the Controller from a live decision log: guards per role
     from the start of its current step (block rates counted per card, see per_card), and
     the shadow review on matured `labels` (request_id, label) when the plan names a
     contract, pending until the labelled shadow decisions can judge the whole population."""
     import pandas as pd
 
-    from ratchet.rollout.guards import observe_decisions, review_shadow
+    from ratchet.rollout.guards import _errors, observe_decisions, review_shadow
 
     per = plan.guards.block_rate.per if plan.guards.block_rate is not None else "country"
     cohort = plan.canary.cohort
@@ -114,7 +162,7 @@ def live_observer(tail: DecisionLogTail, plan: RolloutPlan, labels=None):  # noq
             lab = labels() if callable(labels) else labels
             if lab is not None:
                 # a shadow scoring that timed out or failed has no score: judge the scored ones
-                scored = sw[(sw["status"].astype(str) == "ok").to_numpy()]
+                scored = sw[~_errors(sw)] if len(sw) else sw
                 review = _enough_labels(scored, lab, needs) or review_shadow(scored, lab, plan.shadow.contract)
         roles = {"production": canary.role("production"), "canary": canary.role("canary"),
                  "shadow": shadow.role("shadow")}
