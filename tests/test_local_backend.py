@@ -21,7 +21,7 @@ import xgboost as xgb
 from ratchet.errors import RatchetError
 from ratchet.rollout.backends import Backend
 from ratchet.rollout.backends.local import (
-    BackendUnavailable, LocalProcessBackend, ReloadFailed, ServeCommand, default_state_dir,
+    BackendUnavailable, LocalProcessBackend, ReloadFailed, ServeCommand, default_state_dir, restored_revision,
 )
 from ratchet.rollout.state import DeploymentState
 
@@ -139,6 +139,29 @@ def test_a_hand_reload_is_an_outside_change(env):
     assert not adopted.changed_outside() and "+" not in adopted.revision
     assert "outside change, adopted" in b.history()[-1]
     b.apply(DeploymentState(production=1), "clean up")
+
+
+def test_a_hand_reload_back_to_an_older_revision_is_an_undo(env):
+    b = env["backend"]
+    b.apply(DeploymentState(production=1), "baseline")
+    older = b.history()[-1].split("\t")[0]
+    b.apply(DeploymentState(production=1, canary=2, canary_weight=25.0), "ratchet: v2 canary 25%")
+    assert b.read().restored_revision is None
+    _hand_reload(b, canary=None, reason="undo by hand")       # back to what `older` ran
+    fact = b.read()
+    assert fact.changed_outside() and fact.restored_revision == older
+    _hand_reload(b, canary=2, canary_weight=10, reason="something new by hand")
+    assert b.read().changed_outside() and b.read().restored_revision is None   # new, not an undo
+    b.apply(DeploymentState(production=1), "clean up")
+
+
+def test_restored_revision_picks_the_newest_older_match():
+    hist = [{"revision": 1, "fingerprint": "a"}, {"revision": 2, "fingerprint": "b"},
+            {"revision": 3, "fingerprint": "a"}, {"revision": 4, "fingerprint": "c"}]
+    assert restored_revision(hist, "a") == "3"
+    assert restored_revision(hist, "c") is None      # the latest is not a restore
+    assert restored_revision(hist, "z") is None
+    assert restored_revision([], "a") is None
 
 
 def test_an_interrupted_apply_is_settled_by_the_next_read(env):

@@ -13,7 +13,9 @@ revision history (like `kubectl rollout history`). The file is replaced atomical
 (temp file + os.replace). Someone reloading the service by hand, or restarting it from
 other flags, changes what runs but not the file: read() shows fingerprint != applied and
 an unrecorded revision ("3+g7": three recorded, the service at its 7th configuration),
-and the controller adopts the change as a person's decision.
+and the controller adopts the change as a person's decision. When what runs is an older
+recorded revision brought back by hand, read() names it in `restored_revision` (as the
+Kubernetes backend does after `kubectl rollout undo`), so the adoption is recorded as an undo.
 
 apply() is one atomic step as far as the controller can tell: it writes the target as
 `pending` first, then reloads the service, then commits (revision + 1, applied, history).
@@ -103,6 +105,15 @@ def reload_body(target: DeploymentState, reason: str) -> dict[str, Any]:
     return {"production": c.production, "canary": c.canary, "canary_weight": c.canary_weight if c.canary else 0.0,
             "shadow": c.shadow, "cohort": {k: list(v) for k, v in c.cohort} if c.cohort else None,
             "reason": reason[:2000]}
+
+
+def restored_revision(history: list[dict[str, Any]], fingerprint: str) -> str | None:
+    """The newest older recorded revision that ran `fingerprint`: what runs now was brought
+    back by hand (the local `kubectl rollout undo`), not something new. None otherwise."""
+    for h in reversed(history[:-1]):
+        if h["fingerprint"] == fingerprint:
+            return str(h["revision"])
+    return None
 
 
 class LocalProcessBackend:
@@ -197,12 +208,15 @@ class LocalProcessBackend:
                 st["pending"] = None
             self._save(st)
         last = st["history"][-1] if st["history"] else None
+        restored = None
         if last is not None and last["fingerprint"] == running.fingerprint():
             revision = str(last["revision"])
         else:
             revision = f"{st['revision']}+g{cfg.get('generation')}"  # a change ratchet did not make
+            restored = restored_revision(st["history"], running.fingerprint())
         return DeploymentState(running.production, running.canary, running.canary_weight, running.shadow,
-                               running.cohort, revision=revision, applied=st.get("applied"))
+                               running.cohort, revision=revision, applied=st.get("applied"),
+                               restored_revision=restored)
 
     def apply(self, target: DeploymentState, change_cause: str) -> DeploymentState:
         want = target.content()
