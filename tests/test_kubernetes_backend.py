@@ -108,7 +108,7 @@ def test_promotion_steps_are_deployment_revisions_with_change_causes(kube, store
     assert causes[0] == "ratchet: v1 to production (first deployment)"
     assert [c.split(" (")[0] for c in causes[2:7]] == [f"ratchet: v2 canary {w}%" for w in (1, 5, 25, 50, 100)]
     assert revisions(kube) == [
-        (1, None, ("", "", "0", "")),
+        (1, None, ("", "", "", "")),  # the manifest as shipped: no stage env (the controller owns it)
         (2, causes[0], ("1", "", "0", "")),
         (3, causes[1], ("1", "", "0", "2")),
         *[(4 + i, causes[2 + i], ("1", "2", str(w), "")) for i, w in enumerate((1, 5, 25, 50, 100))],
@@ -198,7 +198,7 @@ def test_kubectl_rollout_undo_of_the_promotion_is_adopted_not_fought(kube, store
     # it); the withdrawal re-used revision 2's template, renumbered 11 with the adopt's cause
     hist = revisions(kube)
     canary = [(4 + i, ("1", "2", w, "")) for i, w in enumerate(("1", "5", "25", "50"))]
-    assert [(r, env) for r, _, env in hist] == [(1, ("", "", "0", "")), (3, ("1", "", "0", "2")), *canary,
+    assert [(r, env) for r, _, env in hist] == [(1, ("", "", "", "")), (3, ("1", "", "0", "2")), *canary,
                                                 (9, ("2", "", "0", "")), (10, ("1", "2", "100", "")),
                                                 (11, ("1", "", "0", ""))]
     assert hist[-2][1].startswith("ratchet: v2 canary 100%") and hist[-1][1] == "ratchet: adopt kubectl rollout undo"
@@ -295,6 +295,21 @@ def test_the_fake_refuses_stale_writes_like_the_api_server(kube):
 
 
 # ---- 4. idempotence --------------------------------------------------------------------------------
+def test_re_applying_the_shipped_manifest_keeps_the_release(kube):
+    """`kubectl apply -k manifests/...` after releases: the manifest sets no stage value, so
+    the patch kubectl sends (the manifest's fields, env merged by name) changes no stage."""
+    backend = backend_for(kube)
+    backend.apply(DeploymentState(production=4, canary=5, canary_weight=25.0), "ratchet: v5 canary 25%")
+    before = backend.read()
+    manifest = decision_manifest()
+    api = AppsV1Api(ApiClient(Configuration(host=kube.url)))
+    api.patch_namespaced_deployment(NAME, NS, {"metadata": {"labels": manifest["metadata"]["labels"]},
+                                               "spec": manifest["spec"]})
+    after = backend.read()
+    assert after.content() == before.content() == DeploymentState(production=4, canary=5, canary_weight=25.0)
+    assert not after.changed_outside()
+
+
 def test_applying_what_runs_creates_no_revision(kube):
     backend = backend_for(kube)
     target = DeploymentState(production=1, canary=2, canary_weight=0.5, cohort=(("country", ("FR", "BE")),))
@@ -333,7 +348,8 @@ def test_errors_say_what_to_fix(kube):
         KubernetesBackend(NS, "nope", api=backend_for(kube).api).read()
     with pytest.raises(RatchetError, match="no container 'model'"):
         backend_for(kube, container="model").read()
-    kube.edit(NAME, NS, lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"][0].update(value="@prod"))
+    kube.edit(NAME, NS, lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "RATCHET_PRODUCTION_VERSION", "value": "@prod"}))
     with pytest.raises(RatchetError, match="RATCHET_PRODUCTION_VERSION='@prod' .* not a version number"):
         backend_for(kube).read()
     dead = AppsV1Api(ApiClient(Configuration(host="http://127.0.0.1:9")))
