@@ -59,7 +59,7 @@ def healthy(breach_country: str | None = None, breach_role: str = "canary"):
         counts = {}
         for role in ("canary", "shadow"):
             rows = [SliceCounts("FR", 20000, 400, 20000, 408), SliceCounts("DE", 20000, 300, 20000, 297),
-                    SliceCounts("BR", 20000, 400, 20000, 524 if (breach_country == "BR" and role == breach_role) else 404),
+                    SliceCounts("BR", 20000, 400, 20000, 600 if (breach_country == "BR" and role == breach_role) else 404),
                     SliceCounts("LU", 50, 1, 50, 3)]
             counts[role] = tuple(rows)
         roles = {r: RoleStats(45100, 3, 12.0) for r in ("production", "canary", "shadow")}
@@ -163,17 +163,17 @@ def test_breach_at_25_percent_rolls_back(store):
     ctrl.observe = healthy(breach_country="BR")
     a = ctrl.run_once()
     assert isinstance(a, Rollback)
-    assert a.event == "rollback v2: block rate BR +31% > 10%"
+    assert a.event == "rollback v2: block rate BR +50% > 10%"
     reg = Registry(store, "fraud")
     st = backend.read()
     assert st.canary is None and st.canary_weight == 0 and st.production == 1
     assert "canary" not in reg.aliases() and reg.aliases()["production"] == 1
     tags = reg.tags(2)
-    assert tags["state"] == "rolled_back" and tags["rollback.reason"].startswith("block rate BR +31%")
+    assert tags["state"] == "rolled_back" and tags["rollback.reason"].startswith("block rate BR +50%")
     last = reg.history(2)[-1]
     assert last["to"] == "rolled_back" and last["from"] == "canary"
     br = last["evidence"]["checks"][0]
-    assert br["name"] == "block_rate[BR]" and br["status"] == "fail" and br["canary"] == [524, 20000]
+    assert br["name"] == "block_rate[BR]" and br["status"] == "fail" and br["canary"] == [600, 20000]
     # nothing more to do; the rolled-back version is not retried
     assert drive(ctrl, clock)[-1].settled
     assert Registry(store, "fraud").aliases() == {"production": 1}

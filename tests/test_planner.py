@@ -129,8 +129,8 @@ CASES = [
      "promote v7 to production: all 3 canary steps held"),
     ("block-rate breach rolls back", intent({"production": 6, "canary": 7}, v6=vi("production", "production"),
                                             v7=vi("canary", "canary", step=2, since=JUST_NOW)),
-     fact(production=6, canary=7, canary_weight=25), obs(br_canary=524), PLAN, "Rollback",
-     "rollback v7: block rate BR +31% > 10%"),
+     fact(production=6, canary=7, canary_weight=25), obs(br_canary=600), PLAN, "Rollback",
+     "rollback v7: block rate BR +50% > 10%"),
     ("not credible: no rollback", intent({"production": 6, "canary": 7}, v6=vi("production", "production"),
                                          v7=vi("canary", "canary", step=2, since=JUST_NOW)),
      fact(production=6, canary=7, canary_weight=25), obs(br_canary=445), PLAN, "Wait", "v7 canary at 25%: holding"),
@@ -180,12 +180,12 @@ def test_table(name, i, f, o, plan, kind, event):
 
 def test_rollback_carries_evidence_and_targets():
     i = intent({"production": 6, "canary": 7}, v6=vi("production", "production"), v7=vi("canary", "canary", step=2))
-    a = plan_next(i, fact(production=6, canary=7, canary_weight=25), obs(br_canary=524), PLAN, NOW)
+    a = plan_next(i, fact(production=6, canary=7, canary_weight=25), obs(br_canary=600), PLAN, NOW)
     assert a.target == DeploymentState(production=6)
     rec = a.records[0]
     assert (rec.version, rec.from_state, rec.to_state) == (7, "canary", "rolled_back")
     check = rec.evidence["checks"][0]
-    assert check["name"] == "block_rate[BR]" and check["canary"] == [524, 20000] and check["production"] == [400, 20000]
+    assert check["name"] == "block_rate[BR]" and check["canary"] == [600, 20000] and check["production"] == [400, 20000]
     assert ("remove_alias", "canary", 7) in [(o.kind, o.stage, o.version) for o in a.ops]
 
 
@@ -194,7 +194,7 @@ def test_pending_journal_is_resumed_verbatim():
     a = plan_next(i, fact(production=6, canary=7, canary_weight=5), HEALTHY, PLAN, NOW)
     later = NOW + timedelta(hours=5)
     resumed = plan_next(replace(i, pending=a.to_dict()), fact(production=6, canary=7, canary_weight=25),
-                        obs(br_canary=524), PLAN, later)
+                        obs(br_canary=600), PLAN, later)
     assert resumed.resumed and resumed.id == a.id and resumed.at == a.at and resumed.event == a.event
 
 

@@ -7,19 +7,24 @@ were breached and which could not be judged yet, with the numbers that decided i
     >>> obs = observe_decisions(log, since=step_started, per="country")
     >>> v = judge(obs, "canary", plan.guards)
     >>> v.breached, v.headline
-    (True, 'block rate BR +31% > 10%')
+    (True, 'block rate BR +50% > 10%')
 
 Block rates: per slice value (country by default), canary vs production on the same
 window (and the same cohort). A slice fails only when the Newcombe interval on the
 difference (ratchet.evaluate.stats.newcombe, reused) lies entirely beyond the
 allowance -- the same rule as the contract's rate_stability clause -- so noise in a
 small country neither passes nor rolls back silently; below min_support it is "not
-judged". Error rate: breached when the Wilson lower bound exceeds the maximum. p99
+judged". Error rate: breached when the Wilson lower bound exceeds the maximum. Both intervals are
+drawn at a level that grows with each doubling of the evidence (sequential_confidence,
+evidence_look), so re-checking every pass does not inflate false rollbacks; block-rate intervals are also
+Bonferroni-corrected over the slices judged, so thirty healthy countries do not give
+thirty chances of a false rollback. p99
 latency: breached when the point estimate exceeds the maximum with enough decisions.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -83,12 +88,43 @@ def _pct(x: float) -> str:
     return f"{x:+.1%}" if abs(x) < 0.1 else f"{x:+.0%}"
 
 
-def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] | None = None) -> GuardVerdict:
-    """Judge one role's observations against the guards (all of them, or `names`). Pure."""
+def sequential_confidence(confidence: float, look: int) -> float:
+    """The confidence for the `look`-th check (1, 2, ...) of a step.
+
+    The controller re-checks the guards on every pass; at a fixed level, a healthy canary
+    would sooner or later show a "credible" breach by chance. Spending the error rate
+    alpha = 1 - confidence as alpha * 6 / (pi^2 k^2) on look k keeps the chance of any
+    false breach over all the looks within alpha (the terms sum to alpha).
+    """
+    alpha = 1.0 - confidence
+    return 1.0 - alpha * 6.0 / (math.pi ** 2 * max(1, look) ** 2)
+
+
+def evidence_look(decisions: int, unit: int) -> int:
+    """Looks counted by evidence, not by pass: one per doubling of the decisions from `unit`.
+
+    Passes between two doublings re-test nearly the same data (their results are almost
+    the same), so they are counted as one look; a controller that was down, or passes an
+    hour apart, do not change the count. An approximation of a group-sequential design in
+    which the k-th look happens at unit * 2^(k-1) decisions."""
+    if decisions <= unit or unit <= 0:
+        return 1
+    return 1 + int(math.floor(math.log2(decisions / unit)))
+
+
+def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] | None = None,
+          look: int | None = None) -> GuardVerdict:
+    """Judge one role's observations against the guards (all of them, or `names`). Pure.
+
+    look: which check this is (see sequential_confidence); by default counted from the
+    role's decisions (evidence_look, from the block-rate guard's min_support). The block
+    rate and error rate intervals are drawn at the confidence for that look."""
     use = set(names) if names is not None else {"block_rate", "error_rate", "p99_latency_ms"}
     stats: RoleStats = obs.role(role)
     checks: list[Check] = []
     br = guards.block_rate
+    if look is None:
+        look = evidence_look(stats.decisions, br.min_support if br is not None else 500)
     if br is not None and "block_rate" in use:
         counts = obs.block_counts.get(role, ())
         if counts:
@@ -96,7 +132,10 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
             n1 = np.array([c.base_n for c in counts], float)
             k2 = np.array([c.blocks for c in counts], float)
             n2 = np.array([c.n for c in counts], float)
-            lo, hi = newcombe(k1, n1, k2, n2, z_two_sided(br.confidence))
+            # Bonferroni over the slices judged: any one country breaching by chance would roll back
+            judged = max(1, int((np.minimum(n1, n2) >= br.min_support).sum()))
+            level = 1.0 - (1.0 - sequential_confidence(br.confidence, look)) / judged
+            lo, hi = newcombe(k1, n1, k2, n2, z_two_sided(level))
             for i, c in enumerate(counts):
                 name = f"block_rate[{c.slice}]"
                 if min(c.n, c.base_n) < br.min_support:
@@ -119,7 +158,8 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
                                     evidence={"production": [c.base_blocks, c.base_n], role: [c.blocks, c.n],
                                               "difference": round(diff, 6),
                                               "interval": [round(float(lo[i]), 6), round(float(hi[i]), 6)],
-                                              "allowance": round(allow, 6)}))
+                                              "allowance": round(allow, 6), "look": look,
+                                              "confidence": round(level, 6)}))
         else:
             checks.append(Check("block_rate", "not_judged", f"block rate not judged (no {role} decisions yet)"))
     if guards.max_error_rate is not None and "error_rate" in use:
@@ -127,14 +167,16 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
         if stats.decisions == 0:
             checks.append(Check("error_rate", "not_judged", f"error rate not judged (no {role} decisions)"))
         else:
-            low, _ = wilson(np.array([stats.errors]), np.array([stats.decisions]), z_two_sided(guards.confidence))
+            level = sequential_confidence(guards.confidence, look)
+            low, _ = wilson(np.array([stats.errors]), np.array([stats.decisions]), z_two_sided(level))
             fail = bool(low[0] > mx)
             rate = stats.error_rate
             checks.append(Check("error_rate", "fail" if fail else "pass",
                                 f"error rate {rate:.2%} {'>' if fail else '≤'} {mx:.2%}",
                                 excess=(rate - mx) / mx if mx > 0 else rate,
                                 evidence={"errors": stats.errors, "decisions": stats.decisions,
-                                          "wilson_low": round(float(low[0]), 6)}))
+                                          "wilson_low": round(float(low[0]), 6), "look": look,
+                                          "confidence": round(level, 6)}))
     if guards.max_p99_latency_ms is not None and "p99_latency_ms" in use:
         mx = guards.max_p99_latency_ms
         if stats.p99_latency_ms is None or stats.decisions < guards.latency_min_decisions:
