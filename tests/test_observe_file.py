@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from ratchet.rollout.guards import judge
-from ratchet.rollout.observe import DecisionLogFile, DecisionLogTail, decision_log_source, live_observer
+from ratchet.rollout.observe import (
+    DecisionLogFile,
+    DecisionLogTail,
+    decision_log_source,
+    live_observer,
+)
 from ratchet.rollout.plan import plan_from_text
 from ratchet.rollout.state import DeploymentState
 from tests.rollout_helpers import PLAN
@@ -38,7 +43,7 @@ def _log(canary_br_block: float, n_cards: int = 4000, seed: int = 0, with_cards:
     return df if with_cards else df.drop(columns=["card_id"])
 
 
-def _observe(path: Path):  # noqa: ANN202
+def _observe(path: Path):
     plan = plan_from_text(PLAN, PLAN_PATH)
     obs = live_observer(decision_log_source(path), plan)(FACT, {"canary": T0, "shadow": None})
     return judge(obs, "canary", plan.guards)
