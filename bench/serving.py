@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -102,12 +103,14 @@ async def _closed(port: int, reqs: list[bytes], conns: int, seconds: float) -> d
 async def _open(port: int, reqs: list[bytes], conns: int, seconds: float, rate: float) -> dict:
     lat: list[float] = []
     errors = 0
-    start = time.perf_counter() + 0.05
     per_conn = rate / conns
+    # connect first: the schedule starts once every connection is open (connecting is not a request)
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(conns)]
+    start = time.perf_counter() + 0.05
 
     async def worker(k: int) -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = streams[k]
         n = 0
         while True:
             scheduled = start + (n + k / conns) / per_conn
@@ -134,6 +137,10 @@ def _summary(lat: list[float], errors: int, elapsed: float) -> dict:
 
 
 def _loadgen(port: int, kind: str, mode: str, conns: int, seconds: float, rate: float, out) -> None:  # noqa: ANN001
+    # forked from a parent that imported mlflow and xgboost: a full collection over that inherited
+    # heap pauses this process ~100 ms, which showed up as the *server's* p99 in earlier runs
+    gc.freeze()
+    gc.disable()
     try:
         import uvloop
 

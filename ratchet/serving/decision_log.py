@@ -15,6 +15,7 @@ A local file is written under a dot-name and renamed, so readers never see half 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import operator
 import os
@@ -122,7 +123,7 @@ class DecisionLog:
     """Buffered, rotating Parquet writer of decisions; append() never blocks."""
 
     def __init__(self, where: str, metrics=None, *, rotate_rows: int = 100_000,  # noqa: ANN001
-                 rotate_seconds: float = 60.0, max_buffered_rows: int = 1_000_000, drain_every: float = 0.2) -> None:
+                 rotate_seconds: float = 60.0, max_buffered_rows: int = 1_000_000, drain_every: float = 0.02) -> None:
         self.where = where
         self.fs, self.path, self.local = _filesystem(where)
         self.fs.create_dir(self.path, recursive=True)
@@ -166,6 +167,10 @@ class DecisionLog:
         return self
 
     def _run(self) -> None:
+        # Writing a rotated file (Parquet encoding of up to rotate_rows rows) takes a core for a
+        # while; niced, the writer thread gets the CPU when the request thread does not want it
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while not self._stop.wait(self.drain_every):
             try:
                 self._step(final=False)
