@@ -136,7 +136,16 @@ def _summary(lat: list[float], errors: int, elapsed: float) -> dict:
             "p99": float(np.percentile(a, 99)), "errors": errors, "lat_ms": a.tolist()}
 
 
+PIN: dict[str, set[int]] = {}   # --pin: "server" and "loadgen" CPU sets
+
+
+def _pin(role: str) -> None:
+    if PIN.get(role):
+        os.sched_setaffinity(0, PIN[role])
+
+
 def _loadgen(port: int, kind: str, mode: str, conns: int, seconds: float, rate: float, out) -> None:  # noqa: ANN001
+    _pin("loadgen")
     # forked from a parent that imported mlflow and xgboost: a full collection over that inherited
     # heap pauses this process ~100 ms, which showed up as the *server's* p99 in earlier runs
     gc.freeze()
@@ -217,11 +226,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--skip-mlflow", action="store_true")
+    ap.add_argument("--pin", default=os.environ.get("BENCH_PIN", ""),
+                    help="CPU sets 'SERVER/LOADGEN', e.g. 0/1: the server (ratchet or mlflow, all its threads) "
+                         "and the load generator each on their own cores (default: unpinned)")
     ap.add_argument("--ab-rounds", type=int, default=4,
                     help="shadow overhead: rounds of production-only vs + shadow at the same rate, interleaved")
     args = ap.parse_args()
     import httpx
 
+    if args.pin:
+        server_cpus, loadgen_cpus = args.pin.split("/")
+        PIN.update(server={int(c) for c in server_cpus.split(",")}, loadgen={int(c) for c in loadgen_cpus.split(",")})
+        print(f"pinned: server on CPUs {sorted(PIN['server'])}, load generator on CPUs {sorted(PIN['loadgen'])}")
     tmp = Path(tempfile.mkdtemp(prefix="ratchet-bench-"))
     print(f"store and logs in {tmp}; {os.cpu_count()} CPUs")
     uri = build_store(tmp)
@@ -230,7 +246,7 @@ def main() -> None:
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     port = _free_port()
     svc = subprocess.Popen([sys.executable, "-m", "ratchet.serving", "--port", str(port), "--decision-log",
-                            str(tmp / "decisions")], cwd=REPO, env=env,
+                            str(tmp / "decisions")], cwd=REPO, env=env, preexec_fn=lambda: _pin("server"),
                            stdout=(tmp / "service.out").open("wb"), stderr=subprocess.STDOUT)
     results: dict[str, dict] = {}
     try:
@@ -273,6 +289,7 @@ def main() -> None:
         mport = _free_port()
         ml = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fraud/1",
                                "--env-manager", "local", "-p", str(mport), "-h", "127.0.0.1"], cwd=tmp, env=env,
+                              preexec_fn=lambda: _pin("server"),
                               stdout=(tmp / "mlflow.out").open("wb"), stderr=subprocess.STDOUT)
         try:
             wait_http(f"http://127.0.0.1:{mport}/ping", timeout=180)

@@ -71,16 +71,16 @@ def test_write_failure_keeps_rows_and_retries(tmp_path, monkeypatch):
     import pyarrow.parquet
 
     log = DecisionLog(str(tmp_path), rotate_rows=10, drain_every=10)
-    real = pyarrow.parquet.write_table
+    real = pyarrow.parquet.ParquetWriter.write_table
     calls = {"n": 0}
 
-    def flaky(*a, **k):  # noqa: ANN002, ANN003
+    def flaky(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
         calls["n"] += 1
         if calls["n"] == 1:
             raise OSError("disk full")
-        return real(*a, **k)
+        return real(self, *a, **k)
 
-    monkeypatch.setattr(pyarrow.parquet, "write_table", flaky)
+    monkeypatch.setattr(pyarrow.parquet.ParquetWriter, "write_table", flaky)
     log.append(row(1))
     log.flush()
     assert log.write_errors == 1 and log.files_written == 0
@@ -177,3 +177,34 @@ def test_service_decides_logs_once_and_shadows(tmp_path, model):
     df = pd.read_parquet(tmp_path)
     assert sorted(df[df.role == "production"]["request_id"]) == sorted([out["request_id"], "given-id"])
     assert len(df[df.role == "shadow"]) == 2
+
+
+def test_files_are_written_a_row_group_at_a_time_and_a_failed_file_is_rewritten(tmp_path, monkeypatch):
+    import pyarrow.parquet
+
+    log = DecisionLog(str(tmp_path), rotate_rows=35, rotate_seconds=3600, row_group_rows=10, drain_every=10)
+    real = pyarrow.parquet.ParquetWriter.write_table
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 3:   # the first file's third group: the half-written file is dropped
+            raise OSError("connection reset")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pyarrow.parquet.ParquetWriter, "write_table", flaky)
+    for i in range(100):
+        log.append(row(i))
+        if i % 10 == 9:
+            log._step(final=False)   # what the writer thread does every drain_every
+        if i == 29:
+            assert log.write_errors == 1 and log.files_written == 0 and not list(tmp_path.iterdir())
+    log.close()
+    files = sorted(tmp_path.glob("decisions-*.parquet"))
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in files]
+    groups = [pq.ParquetFile(p).metadata.num_row_groups for p in files]
+    # the first file was rewritten whole after the failure; the others went in group by group
+    assert sizes == [35, 35, 30] and groups[1] >= 2 and groups[2] >= 2, (sizes, groups)
+    df = pd.read_parquet(tmp_path)
+    assert len(df) == 100 and df["request_id"].is_unique and log.rows_written == 100
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

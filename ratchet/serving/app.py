@@ -317,7 +317,7 @@ def serve(options: ServeOptions) -> int:
     import uvicorn
 
     # background threads (log writer, shadow) hold the GIL for at most 1 ms at a time, not 5 ms
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(0.0002)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service = build_service(options)
     app = create_app(service, initial=options.stages, admin_token=options.admin_token,

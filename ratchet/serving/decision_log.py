@@ -1,10 +1,14 @@
 """The decision log: every decision of every role, in Parquet files Spark and pandas read.
 
 Requests only append a tuple to a deque (thread-safe, never blocks); a writer thread
-drains it into Arrow batches and writes one file per rotation (every `rotate_rows` rows
-or `rotate_seconds` seconds), named decisions-<first row time>-<instance>-<seq>.parquet.
-A local file is written under a dot-name and renamed, so readers never see half a file
-(Spark and pandas skip names starting with '.' or '_'). close() writes what is left.
+drains it into Arrow batches and writes them into the current file one row group at a
+time (every `row_group_rows` rows), so the Parquet encoding is spread thinly rather than
+done for a whole file at rotation, which stalled requests for up to a second. A file is
+committed every `rotate_rows` rows or `rotate_seconds` seconds, named
+decisions-<first row time>-<instance>-<seq>.parquet. A local file is written under a
+dot-name and renamed, so readers never see half a file (Spark and pandas skip names
+starting with '.' or '_'). Rows stay in memory until their file is committed: a failed
+write loses nothing and is retried. close() writes what is left.
 
     >>> log = DecisionLog("decisions/", metrics); log.start()
     >>> log.append((request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1, req, names))
@@ -22,6 +26,7 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -119,11 +124,24 @@ def _filesystem(where: str):  # noqa: ANN202 -> (pyarrow.fs.FileSystem, path, is
     return fs.LocalFileSystem(), os.path.abspath(path), True
 
 
+@dataclass
+class _OpenFile:
+    """The file being written: row groups go in as rows arrive; visible once committed."""
+
+    writer: Any            # pyarrow.parquet.ParquetWriter
+    target: str            # where it is written (a dot-name for local folders)
+    final: str             # its name once committed
+    started: float         # time of its first row (names the file; rotate_seconds counts from it)
+    rows: int = 0
+    batches: list = field(default_factory=list)  # what it holds, kept until committed (a failed file is rewritten)
+
+
 class DecisionLog:
     """Buffered, rotating Parquet writer of decisions; append() never blocks."""
 
     def __init__(self, where: str, metrics=None, *, rotate_rows: int = 100_000,  # noqa: ANN001
-                 rotate_seconds: float = 60.0, max_buffered_rows: int = 1_000_000, drain_every: float = 0.02) -> None:
+                 rotate_seconds: float = 60.0, max_buffered_rows: int = 1_000_000, drain_every: float = 0.02,
+                 row_group_rows: int = 4096) -> None:
         self.where = where
         self.fs, self.path, self.local = _filesystem(where)
         self.fs.create_dir(self.path, recursive=True)
@@ -131,11 +149,13 @@ class DecisionLog:
         self.rotate_seconds = rotate_seconds
         self.max_buffered_rows = max_buffered_rows
         self.drain_every = drain_every
+        self.row_group_rows = max(1, row_group_rows)
         self.instance = secrets.token_hex(3)
         self._queue: collections.deque[tuple] = collections.deque()
         self._batches: list[pa.RecordBatch] = []
         self._pending = 0
-        self._file_started: float | None = None
+        self._file_started: float | None = None   # time of the oldest row not yet in a file
+        self._open: _OpenFile | None = None
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,7 +170,8 @@ class DecisionLog:
                 "ratchet_decision_log_files_written": lambda: self.files_written,
                 "ratchet_decision_log_dropped": lambda: self.dropped,
                 "ratchet_decision_log_write_errors": lambda: self.write_errors,
-                "ratchet_decision_log_buffered_rows": lambda: len(self._queue) + self._pending,
+                "ratchet_decision_log_buffered_rows": lambda: len(self._queue) + self._pending + (
+                    self._open.rows if self._open is not None else 0),
             })
 
     # ---- request path ----------------------------------------------------------------
@@ -196,52 +217,95 @@ class DecisionLog:
     def _step(self, final: bool) -> None:
         with self._lock:
             self._drain()
-            if not self._pending:
-                return
-            age = time.time() - (self._file_started or time.time())
-            if not (final or self._pending >= self.rotate_rows or age >= self.rotate_seconds):
-                return
-            table = pa.Table.from_batches(self._batches, schema=SCHEMA)
-            # files of at most rotate_rows rows; a partial one only when it is old enough or at close
-            while table.num_rows and (table.num_rows >= self.rotate_rows or final or age >= self.rotate_seconds):
-                chunk = table.slice(0, self.rotate_rows)
-                if not self._write(chunk):
-                    break
-                table = table.slice(chunk.num_rows)
-                self._file_started = time.time()
-            self._batches = table.combine_chunks().to_batches() if table.num_rows else []
-            self._pending = table.num_rows
-            if not self._pending:
-                self._file_started = None
-            elif self._pending > self.max_buffered_rows:  # storage keeps failing: shed the oldest
+            now = time.time()
+            while True:
+                f = self._open
+                age = now - (f.started if f is not None else (self._file_started or now))
+                due = final or age >= self.rotate_seconds
+                if f is not None and (f.rows >= self.rotate_rows or (due and not self._pending)):
+                    if not self._commit():
+                        break
+                    continue
+                room = self.rotate_rows - (f.rows if f is not None else 0)   # >= 1 here
+                if self._pending and (due or self._pending >= min(self.row_group_rows, room)):
+                    if not self._write_group():
+                        break
+                    continue
+                break
+            if self._pending > self.max_buffered_rows:  # storage keeps failing: shed the oldest
+                table = pa.Table.from_batches(self._batches, schema=SCHEMA)
                 over = self._pending - self.max_buffered_rows
                 self.dropped += over
                 rest = table.slice(over)
                 self._batches, self._pending = rest.combine_chunks().to_batches(), rest.num_rows
 
-    def _write(self, table: pa.Table) -> bool:
+    def _write_group(self) -> bool:
+        """Write pending rows (up to the file's room) as one row group of the open file.
+
+        Each group is encoded as it comes (a few ms, the GIL released), not a whole rotated
+        file at once: the encoding cost is spread thinly instead of stalling requests."""
         import pyarrow.parquet as pq
 
-        started = datetime.fromtimestamp(self._file_started or time.time(), timezone.utc)
-        self._seq += 1
-        name = (f"decisions-{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-"
-                f"{self.instance}-{self._seq:06d}.parquet")
-        final = f"{self.path}/{name}"
+        if self._open is None:
+            started = datetime.fromtimestamp(self._file_started or time.time(), timezone.utc)
+            self._seq += 1
+            name = (f"decisions-{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-"
+                    f"{self.instance}-{self._seq:06d}.parquet")
+            final = f"{self.path}/{name}"
+            target = f"{self.path}/.{name}.tmp" if self.local else final  # object stores: visible on close
+            try:
+                writer = pq.ParquetWriter(target, SCHEMA, filesystem=self.fs)
+            except Exception as exc:  # noqa: BLE001 - keep the rows, retry next pass
+                self._seq -= 1
+                return self._failed(final, exc)
+            self._open = _OpenFile(writer, target, final, self._file_started or time.time())
+        f = self._open
+        table = pa.Table.from_batches(self._batches, schema=SCHEMA)
+        take = min(table.num_rows, self.rotate_rows - f.rows)
+        group = table.slice(0, take)
         try:
+            f.writer.write_table(group)
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(f.final, exc)
+        f.batches.extend(group.to_batches())
+        f.rows += take
+        rest = table.slice(take)
+        self._batches = rest.to_batches() if rest.num_rows else []
+        self._pending = rest.num_rows
+        self._file_started = time.time() if rest.num_rows else None
+        return True
+
+    def _commit(self) -> bool:
+        """Close the open file and make it visible under its final name."""
+        f = self._open
+        try:
+            f.writer.close()
             if self.local:
-                tmp = f"{self.path}/.{name}.tmp"
-                pq.write_table(table, tmp, filesystem=self.fs)
-                self.fs.move(tmp, final)
-            else:
-                pq.write_table(table, final, filesystem=self.fs)
-        except Exception as exc:  # noqa: BLE001 - keep the rows and retry at the next rotation
-            self.write_errors += 1
-            self._seq -= 1
-            log.error("decision log: could not write %s: %s", final, exc)
-            return False
-        self.rows_written += table.num_rows
+                self.fs.move(f.target, f.final)
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(f.final, exc)
+        self._open = None
+        self.rows_written += f.rows
         self.files_written += 1
         return True
+
+    def _failed(self, final: str, exc: Exception) -> bool:
+        """A write failed: drop the half file, keep every row (the open file's first) for a retry."""
+        self.write_errors += 1
+        log.error("decision log: could not write %s: %s", final, exc)
+        f, self._open = self._open, None
+        if f is None:
+            return False
+        with contextlib.suppress(Exception):
+            f.writer.close()
+        if self.local:
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(f.target)
+        self._batches = f.batches + self._batches
+        self._pending += f.rows
+        self._file_started = f.started
+        self._seq -= 1
+        return False
 
     def flush(self) -> None:
         """Write everything appended so far into a file now (also used by tests)."""
