@@ -28,7 +28,7 @@ def _obs(base: np.ndarray, base_n: np.ndarray, cand: np.ndarray, cand_n: np.ndar
     return Observations(roles={"canary": RoleStats(int(cand_n.sum()))}, block_counts={"canary": rows})
 
 
-def _runs(rate_canary: float, looks: int, sequential: bool, runs: int = 300, seed: int = 0) -> float:
+def _runs(rate_canary: float, looks: int, sequential: bool, runs: int = 200, seed: int = 0) -> float:
     """Share of simulated steps in which some look declared a breach."""
     rng = np.random.default_rng(seed)
     per_look = 400  # decisions per country and role between two passes
