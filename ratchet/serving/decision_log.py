@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import operator
 import os
 import secrets
 import threading
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ratchet.serving.schema import SLICE_KEYS
+from ratchet.serving.schema import SLICE_KEYS, attribute_reader
 
 log = logging.getLogger("ratchet.serving")
 
@@ -62,20 +61,7 @@ _N_SCALAR = 11
 _DRAIN_CHUNK = 128
 
 
-def _attrs(names: tuple[str, ...]):  # noqa: ANN202 - obj -> tuple of its attributes (None if absent)
-    get = operator.attrgetter(*names) if len(names) > 1 else (lambda o: (getattr(o, names[0]),))
-
-    def read(obj: object) -> tuple:
-        try:
-            return get(obj)
-        except AttributeError:
-            return tuple(getattr(obj, n, None) for n in names)
-
-    return read
-
-
-_slice_keys = _attrs(SLICE_KEYS)
-_feature_readers: dict[tuple[str, ...], Any] = {}
+_slice_keys = attribute_reader(SLICE_KEYS)
 
 
 def _batch(rows: list[tuple]) -> pa.RecordBatch:
@@ -95,10 +81,7 @@ def _batch(rows: list[tuple]) -> pa.RecordBatch:
             offsets[i + 1] = at
             continue
         offsets[i] = at
-        read = _feature_readers.get(names)
-        if read is None:
-            read = _feature_readers[names] = _attrs(tuple(names))
-        flat_values.extend(read(row[_N_SCALAR]))
+        flat_values.extend(attribute_reader(names)(row[_N_SCALAR]))
         flat_names.extend(names)
         at += len(names)
         offsets[i + 1] = at

@@ -17,12 +17,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import operator
 import os
 import threading
 import time
 
 import numpy as np
+
+from ratchet.serving.schema import attribute_reader
 
 log = logging.getLogger("ratchet.serving")
 
@@ -43,7 +44,6 @@ class ShadowScorer:
         self._queue: collections.deque[ShadowItem] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._readers: dict[tuple[str, ...], operator.attrgetter] = {}
         metrics.gauges["ratchet_shadow_queue_length"] = lambda: len(self._queue)
 
     def submit(self, item: ShadowItem) -> None:
@@ -98,9 +98,7 @@ class ShadowScorer:
         status, error, scores = "ok", None, None
         started = time.perf_counter()
         try:
-            read = self._readers.get(names)
-            if read is None:
-                read = self._readers[names] = _reader(names)
+            read = attribute_reader(names)
             x = np.array([read(it[3]) for it in group], dtype=np.float32)  # None -> NaN
             scores = model.predict(x)
         except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
@@ -134,15 +132,3 @@ class ShadowScorer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-
-
-def _reader(names: tuple[str, ...]):  # -> request -> tuple of its feature values (None when absent)
-    get = operator.attrgetter(*names) if len(names) > 1 else (lambda o: (getattr(o, names[0]),))
-
-    def read(obj: object) -> tuple:
-        try:
-            return get(obj)
-        except AttributeError:
-            return tuple(getattr(obj, n, None) for n in names)
-
-    return read
