@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import send_json
 
 from ratchet.errors import RatchetError
 from ratchet.serving.replay import (
@@ -37,25 +38,17 @@ class Stub:
             def log_message(self, *a):  # noqa: ANN002
                 pass
 
-            def _send(self, status: int, payload: dict) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             def do_GET(self):  # noqa: N802
-                self._send(200, {"ready": True, "request_fields": FIELDS + ["channel"]})
+                send_json(self, 200, {"ready": True, "request_fields": FIELDS + ["channel"]})
 
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 rid = self.headers["x-request-id"]
                 stub.requests.append((rid, body))
                 if body["card_id"] in fail_cards:
-                    self._send(fail_status, {"detail": "no"})
+                    send_json(self, fail_status, {"detail": "no"})
                 else:
-                    self._send(200, {"decision": "allow", "role": "production", "request_id": rid})
+                    send_json(self, 200, {"decision": "allow", "role": "production", "request_id": rid})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fakes import send_json
+
 API = "/apis/v2beta1"
 
 
@@ -118,9 +120,9 @@ class FakeKfpServer:
             self.requests.append(Recorded(method, parts.path, query, body, headers))
             for (m, pattern), (status, message) in self.failures.items():
                 if m == method and re.fullmatch(pattern, parts.path):
-                    return _send(h, status, {"error": message, "message": message, "code": 13})
+                    return send_json(h, status, {"error": message, "message": message, "code": 13})
             status, payload = self._route(method, parts.path, query, body)
-        _send(h, status, payload)
+        send_json(h, status, payload)
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         s = self.state
@@ -202,13 +204,6 @@ def _not_found(kind: str, ident: str) -> tuple[int, dict]:
     return 404, {"error": f"{kind} {ident} not found", "code": 5}
 
 
-def _send(h: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
-    data = json.dumps(payload).encode()
-    h.send_response(status)
-    h.send_header("Content-Type", "application/json")
-    h.send_header("Content-Length", str(len(data)))
-    h.end_headers()
-    h.wfile.write(data)
 
 
 def _id() -> str:

@@ -48,6 +48,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fakes import send_json
+
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -324,12 +326,7 @@ class FakeKubeApi:
             except ApiError as e:
                 code, out = e.code, e.status()
             rec.status = code
-        data = json.dumps(out).encode()
-        h.send_response(code)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        send_json(h, code, out)
 
     def _route(self, method: str, path: str, query: dict[str, str], ctype: str | None, body: Any,
                rec: Recorded) -> tuple[int, Any]:
