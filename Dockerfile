@@ -48,17 +48,20 @@ COPY contracts/ contracts/
 RUN pip install --no-deps -c constraints.txt . \
     && rm -rf build *.egg-info
 
-# The slice engine's numba kernels, compiled once here instead of in every pod (about 7 s):
-# the cache lives outside site-packages, readable by the non-root user below.
+# The slice engine's numba kernels, compiled once here instead of in every pipeline pod
+# (about 7 s). numba only uses a cache folder it can write to, so the folder is handed to
+# the non-root user below. Pods with a read-only root filesystem (the decision service)
+# fall back to $HOME/.cache and compile their own kernels (the compiled trees) at start.
 ENV NUMBA_CACHE_DIR=/opt/numba-cache
-RUN python -m ratchet.evaluate.kernels && chmod -R a+rX /opt/numba-cache
+RUN python -m ratchet.evaluate.metrics
 
 # Non-root. The KFP launcher writes input artifacts under /gcs, /minio and /s3 (older
 # KFP backends do not mount scratch volumes there), so those belong to the user too.
 RUN groupadd --gid 10001 ratchet \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/ratchet --shell /usr/sbin/nologin ratchet \
     && mkdir -p /gcs /minio /s3 /var/lib/ratchet \
-    && chown 10001:10001 /gcs /minio /s3 /var/lib/ratchet
+    && chown 10001:10001 /gcs /minio /s3 /var/lib/ratchet \
+    && chown -R 10001:10001 /opt/numba-cache
 USER 10001:10001
 
 # The decision service listens here (`ratchet serve --port 8080`).

@@ -206,22 +206,3 @@ def ranking_sums(keys, srt, offsets, neg_total, max_neg, pos_total):  # pragma: 
                 blk_neg[g] = 0
         i = j
     return u, ap, tp_at
-
-
-def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel for the common argument types."""
-    rng = np.random.default_rng(0)
-    y = (rng.random(64) < 0.3).astype(np.int8)
-    for dtype in (np.int16, np.int32):
-        rows = np.zeros((64, 2), dtype=dtype)
-        fill_column(rows, 0, np.zeros(64, dtype=dtype))
-        fill_column(rows, 1, y.astype(dtype))
-        offsets = np.zeros(1, np.int64)
-        for score in (rng.random(64), rng.random(64).astype(np.float32).astype(np.float64)):
-            cnt, pos, _, _ = threshold_counts(rows, offsets, 1, score, np.array([0.5]))
-            order, keys = argsort_desc(score)
-            ranking_sums(keys, np.take(rows, order, axis=0), offsets, cnt - pos, np.zeros(1, np.int64), pos)
-
-
-if __name__ == "__main__":
-    warm_up()

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ratchet.evaluate import kernels
-from ratchet.evaluate.slices import SliceCodes
+from ratchet.evaluate.slices import OVERALL, SliceCodes
 
 #: Metrics the engine computes per model; the contract language names these.
 MODEL_METRICS: tuple[str, ...] = (
@@ -67,8 +67,7 @@ def _row_matrix(families: Sequence[SliceCodes], y: np.ndarray) -> tuple[np.ndarr
     for f, column in enumerate([*(sc.codes for sc in families), y]):
         kernels.fill_column(mat, f, np.ascontiguousarray(column, dtype=dtype))
     offsets = np.zeros(len(families), dtype=np.int64)
-    if families:
-        np.cumsum(sizes[:-1], out=offsets[1:])
+    np.cumsum(sizes[:-1], out=offsets[1:])
     return mat, offsets, int(sum(sizes))
 
 
@@ -92,6 +91,8 @@ def slice_metrics(label: np.ndarray, scores: Mapping[str, np.ndarray],
     models = list(scores)
     if isinstance(reference_fpr, str) and reference_fpr not in models:
         raise ValueError(f"reference_fpr names model '{reference_fpr}', which was not given")
+    if not families:
+        return pd.DataFrame()
     score = {m: np.ascontiguousarray(scores[m], dtype=np.float64) for m in models}
     mat, offsets, G = _row_matrix(families, y)
     ranking = ranking and len(y) > 0
@@ -154,8 +155,6 @@ def slice_metrics(label: np.ndarray, scores: Mapping[str, np.ndarray],
             if not ranking:
                 for k in ("auc", "average_precision", "recall_at_fpr", "recall_at_fpr_tp"):
                     d[f"{mname}_{k}"] = np.full(G, np.nan)
-    if not families:
-        return pd.DataFrame()
     table = pd.DataFrame(_column_order(d, models))
     table.insert(0, "slice", [lab for sc in families for lab in sc.labels])
     table.insert(0, "family", np.repeat([sc.family.name for sc in families], [sc.n_slices for sc in families]))
@@ -182,3 +181,18 @@ def threshold_for_block_rate(score: np.ndarray, rate: float) -> float:
     if k >= len(s):
         return float(s.min())
     return float(np.partition(s, len(s) - k)[len(s) - k])
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels for every argument type slice_metrics
+    passes them: 16- and 32-bit slice codes, float32-exact and general float64 scores."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(64) < 0.3).astype(np.int8)
+    general = rng.random(64)
+    for codes in (np.zeros(64, np.int16), np.zeros(64, np.int32)):
+        slice_metrics(y, {"a": general, "b": general.astype(np.float32).astype(np.float64)},
+                      {"a": 0.5, "b": general}, [SliceCodes(OVERALL, codes, ["all"])], reference_fpr="a")
+
+
+if __name__ == "__main__":
+    warm_up()
