@@ -1,4 +1,5 @@
-"""Files shipped with the project (specs/, contracts/), found from any working directory."""
+"""Files shipped with the project (specs/, contracts/), found from any working directory, and
+the tables people hand to commands (Parquet, CSV or JSON lines)."""
 
 from __future__ import annotations
 
@@ -13,3 +14,15 @@ def project_file(relative: str) -> str:
         if (base / relative).exists():
             return str(base / relative)
     return relative
+
+
+def read_table(path: str | Path):  # noqa: ANN201 - pandas DataFrame
+    """A Parquet, CSV or JSON-lines table, by suffix (.csv; .jsonl/.ndjson; Parquet otherwise)."""
+    import pandas as pd
+
+    p = Path(path)
+    if p.suffix == ".csv":
+        return pd.read_csv(p)
+    if p.suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(p, lines=True)
+    return pd.read_parquet(p)

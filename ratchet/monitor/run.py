@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ratchet.errors import RatchetError
+from ratchet.files import read_table
 from ratchet.monitor.config import MonitorConfig, load_monitor_config
 
 EVENTS_FILE = "events.jsonl"
@@ -32,11 +33,7 @@ def _read(path: str) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         raise RatchetError(f"{path}: no such file or directory")
-    if p.suffix in (".csv",):
-        return pd.read_csv(p)
-    if p.suffix in (".jsonl", ".ndjson"):
-        return pd.read_json(p, lines=True)
-    return pd.read_parquet(p)
+    return read_table(p)
 
 
 def _emit(out_dir: Path, event: str, kind: str, alert: bool) -> None:

@@ -202,7 +202,8 @@ def controller_cli(args: argparse.Namespace) -> int:
     if getattr(args, "decision_log", None):
         from pathlib import Path
 
-        from ratchet.rollout.observe import decision_log_source, live_observer, read_table
+        from ratchet.files import read_table
+        from ratchet.rollout.observe import decision_log_source, live_observer
 
         labels_path = getattr(args, "labels", None)
 

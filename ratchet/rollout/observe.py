@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ratchet.files import read_table
 from ratchet.rollout.plan import RolloutPlan
 from ratchet.rollout.state import DeploymentState, Observations
 
@@ -90,18 +91,6 @@ def decision_log_source(path: str | Path) -> DecisionLogTail | DecisionLogFile:
     """A folder (what `ratchet serve --decision-log` writes) or a single log file."""
     p = Path(path)
     return DecisionLogTail(p) if p.is_dir() or not p.suffix else DecisionLogFile(p)
-
-
-def read_table(path: str | Path):  # noqa: ANN201 - pandas DataFrame
-    """A Parquet, CSV or JSON-lines table (by suffix; Parquet otherwise)."""
-    import pandas as pd
-
-    p = str(path)
-    if p.endswith((".jsonl", ".ndjson")):
-        return pd.read_json(p, lines=True)
-    if p.endswith(".csv"):
-        return pd.read_csv(p)
-    return pd.read_parquet(p)
 
 
 def per_card(log, keys: Sequence[str]):  # noqa: ANN001, ANN201 - pandas DataFrame in and out
