@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ratchet.evaluate.stats import newcombe, wilson, z_two_sided
-from ratchet.rollout.plan import Guards
+from ratchet.rollout.plan import BlockRateGuard, Guards
 from ratchet.rollout.state import Cohort, Observations, RoleStats, ShadowReview, SliceCounts, iso
 
 ROLES = ("production", "canary", "shadow")
@@ -124,7 +124,7 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
     checks: list[Check] = []
     br = guards.block_rate
     if look is None:
-        look = evidence_look(stats.decisions, br.min_support if br is not None else 500)
+        look = evidence_look(stats.decisions, (br or BlockRateGuard()).min_support)
     if br is not None and "block_rate" in use:
         counts = obs.block_counts.get(role, ())
         if counts:

@@ -231,15 +231,14 @@ class DecisionLog:
 
         if self._open is None:
             started = datetime.fromtimestamp(self._file_started or time.time(), timezone.utc)
-            self._seq += 1
+            # numbered by committed files: a file that failed is written again under its number
             name = (f"decisions-{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-"
-                    f"{self.instance}-{self._seq:06d}.parquet")
+                    f"{self.instance}-{self._seq + 1:06d}.parquet")
             final = f"{self.path}/{name}"
             target = f"{self.path}/.{name}.tmp" if self.local else final  # object stores: visible on close
             try:
                 writer = pq.ParquetWriter(target, SCHEMA, filesystem=self.fs)
             except Exception as exc:  # noqa: BLE001 - keep the rows, retry next pass
-                self._seq -= 1
                 return self._failed(final, exc)
             self._open = _OpenFile(writer, target, final, self._file_started or time.time())
         f = self._open
@@ -268,6 +267,7 @@ class DecisionLog:
         except Exception as exc:  # noqa: BLE001
             return self._failed(f.final, exc)
         self._open = None
+        self._seq += 1
         self.rows_written += f.rows
         self.files_written += 1
         return True
@@ -287,7 +287,6 @@ class DecisionLog:
         self._batches = f.batches + self._batches
         self._pending += f.rows
         self._file_started = f.started
-        self._seq -= 1
         return False
 
     def flush(self) -> None:
