@@ -109,17 +109,9 @@ def create_app(service: Service, *, initial: StageConfig | None = None, admin_to
 
     @app.post("/v1/decide")
     async def decide(request: Request) -> Response:
-        t0 = time.perf_counter()
-        try:
-            body = await _read_body(request, max_body_bytes)
-        except _TooLarge:
-            return _json(413, too_large)
-        rid = request.headers.get("x-request-id")
-        if rid is not None and not (0 < len(rid) <= 128 and rid.isprintable()):
-            return _json(422, {"detail": [{"field": "x-request-id", "loc": ["header", "x-request-id"],
-                                           "type": "invalid", "msg": "1..128 printable characters"}]})
-        status, payload = service.decide(body, rid, t0)
-        return _json(status, payload)
+        """One transaction -> allow/block. Declared for the OpenAPI schema only: DecideFastPath
+        answers every POST /v1/decide before FastAPI's routing is reached."""
+        raise RuntimeError("POST /v1/decide is served by DecideFastPath")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -191,7 +183,7 @@ def create_app(service: Service, *, initial: StageConfig | None = None, admin_to
         log.exception("internal error: %s", exc)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    return DecideFastPath(MetricsMiddleware(app, service.metrics), service, max_body_bytes, too_large, fastapi=app)
+    return DecideFastPath(MetricsMiddleware(app, service.metrics), service, max_body_bytes, too_large)
 
 
 class DecideFastPath:
@@ -200,10 +192,8 @@ class DecideFastPath:
     other request goes to the FastAPI app (which still declares /v1/decide for its OpenAPI).
     Same answers, status codes, headers, errors and metrics as the FastAPI route."""
 
-    def __init__(self, app, service: Service, max_body_bytes: int, too_large: dict,  # noqa: ANN001
-                 fastapi: FastAPI | None = None) -> None:
+    def __init__(self, app, service: Service, max_body_bytes: int, too_large: dict) -> None:  # noqa: ANN001
         self.app, self.service, self.limit = app, service, max_body_bytes
-        self.fastapi = fastapi
         self._too_large = _encode(413, too_large)
         self._bad_rid = _encode(422, {"detail": [{"field": "x-request-id", "loc": ["header", "x-request-id"],
                                                   "type": "invalid", "msg": "1..128 printable characters"}]})

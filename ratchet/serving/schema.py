@@ -43,6 +43,8 @@ def attribute_reader(names: tuple[str, ...]) -> Callable[[object], tuple]:
             return tuple(getattr(obj, n, None) for n in names)
 
     return read
+
+
 _COUNT_OR_AMOUNT = re.compile(r"^(card|merchant)_(count|amount)_\w+$")
 
 #: Ranges of the features ratchet's training-set job computes: (ge, le); None = unbounded.
