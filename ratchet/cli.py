@@ -135,10 +135,17 @@ def _add_rollout_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--plot", default=None, metavar="PNG",
                    help="also draw the ramp history (each version's traffic share over time) to this PNG")
     s.set_defaults(func=_rollout("status_cli"))
-    a = sub.add_parser("approve", help="approve the pending rollout step (plans in mode: suggest)")
+    a = sub.add_parser("approve", help="approve the pending rollout step (plans in mode: suggest), or waive "
+                       "open questions of a version in shadow",
+                       description="Approve the version's next rollout gate; with --waive, waive open questions of "
+                       "its offline verdict (inconclusive or not-judged blocking slices the shadow could not "
+                       "resolve) instead. A waiver needs --reason and is kept in the version's history.")
     _registry_arguments(a)
     a.add_argument("version", type=int, nargs="?")
     a.add_argument("--plan", default="contracts/rollout.yaml")
+    a.add_argument("--waive", action="append", default=None, metavar="KEY",
+                   help="an open question to waive, as 'clause[slice]' (see `ratchet status`), or 'all'; repeatable")
+    a.add_argument("--reason", default=None, help="why (required with --waive; recorded in the history)")
     a.set_defaults(func=_rollout("approve_cli"))
 
 

@@ -50,6 +50,23 @@ def inject_label_bug(data: Path, out: Path, category: str, until: str) -> Path:
     return out
 
 
+def live_traffic(data: Path, spec_path: str, windows: dict, out: Path) -> Path:
+    """The rollout's live traffic: the transactions after release 2's test window up to its
+    as_of, with point-in-time features (Spark, local mode). Neither model was trained or
+    judged on them; their labels stand for the ones that mature during the shadow phase."""
+    from datetime import datetime
+
+    from ratchet.data.trainingset import build_recent_traffic
+    from ratchet.train.spec import load_spec
+
+    def day(key: str) -> datetime:
+        return datetime.fromisoformat(str(windows[key]).replace("Z", "+00:00"))
+
+    _say(f"live traffic for the rollout: transactions from {windows['test_end']} to {windows['as_of']} "
+         "(after the test window), features built by Spark")
+    return build_recent_traffic(data, load_spec(spec_path), out, start=day("test_end"), end=day("as_of"))
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when every release ended as planned."""
     from pipelines.local import format_outcome, run_release
@@ -106,12 +123,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     rollout_code = 0
     if second.summary.get("passed") and not args.skip_rollout:
-        from ratchet.rollout.demo import find_test_window, run_rollout_demo
+        from ratchet.rollout.demo import run_rollout_demo
 
-        _say(f"rollout: v{second.summary['version']} through shadow and the canary ramp on replayed traffic, "
+        _say(f"rollout: v{second.summary['version']} through shadow and the canary ramp on live traffic, "
              "then a bad candidate that a live guard rolls back")
-        rollout_code = run_rollout_demo(uri, "fraud", out, find_test_window(second.report_dir),
-                                        second.summary["version"])
+        live = live_traffic(data, spec, second.summary.get("windows") or {}, out / "data" / "live-traffic.parquet")
+        rollout_code = run_rollout_demo(uri, "fraud", out, live, second.summary["version"])
 
     reg = Registry(uri, "fraud")
     print("\n" + "=" * 100)

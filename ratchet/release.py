@@ -188,11 +188,23 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
         return evaluation.passed
 
 
+def open_questions_tag(keys: list[str], limit: int = 95_000) -> str:
+    """The `open_questions` tag value: the keys as JSON, within MLflow's tag size (100,000).
+
+    Too many to list: one 'clause[*]' key per clause instead, which no live result resolves
+    (only a waiver does), so nothing is dropped silently."""
+    text = json.dumps(sorted(keys))
+    if len(text) > limit:
+        text = json.dumps(sorted({k.split("[", 1)[0] + "[*]" for k in keys}))
+    return text
+
+
 def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_dir: str, evaluation_dir: str,
                   tracking_uri: str, model_name: str, report_dir: str) -> int:
     """Log the release to MLflow and register the version (candidate or rejected)."""
     with reporting("register", report_dir):
         from ratchet.registry import Registry, ReleaseRecord
+        from ratchet.rollout.state import OPEN_QUESTIONS_TAG
         from ratchet.thresholds.cycle import record_release, suggestion_files
         from ratchet.thresholds.suggest import read_suggestions
         from ratchet.train.spec import parse_spec
@@ -223,6 +235,10 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
             state = record_release(registry, version, read_suggestions(ev_dir / "suggestions.json"),
                                    passed=record.passed)
             print(f"[ratchet] thresholds of version {version}: {state}", flush=True)
+        open_questions = record.verdict.get("open_questions") or []
+        if record.passed and open_questions:  # the shadow phase's questions (ratchet.rollout reads them)
+            registry.set_tags(version, {OPEN_QUESTIONS_TAG: open_questions_tag(open_questions)})
+            print(f"[ratchet] version {version}: {len(open_questions)} open question(s) for the shadow phase", flush=True)
         summary = {"version": version, "passed": record.passed, "reason": record.reason,
                    "metrics": evaluation["metrics"], "baseline_version": evaluation.get("baseline_version"),
                    "bootstrap": evaluation.get("bootstrap"), "stage": None,

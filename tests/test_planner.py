@@ -107,7 +107,7 @@ CASES = [
     ("canary advances", intent({"production": 6, "canary": 7}, v6=vi("production", "production"),
                                v7=vi("canary", "canary", step=1)),
      fact(production=6, canary=7, canary_weight=5), HEALTHY, PLAN, "Advance",
-     "advance v7 canary to 25%: guards held (block rate FR +2.0% ≤ 10%)"),
+     "advance v7 canary to 25%: guards held (block rate FR +2.0% ≤ 10%"),
     ("canary waits for approval (suggest)", intent({"production": 6, "canary": 7}, v6=vi("production", "production"),
                                                    v7=vi("canary", "canary", step=1)),
      fact(production=6, canary=7, canary_weight=5), HEALTHY, SUGGEST, "AwaitApproval",

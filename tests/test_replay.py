@@ -109,7 +109,10 @@ def test_rate_limit_duration_and_loop(stub, data):
     assert rep.sent == 30 and 0.25 <= took < 2.0, took  # 30 requests at 100/s: ~0.3 s
     assert 40 <= rep.rate <= 130
     stub.requests.clear()
-    rep = replay(stub.url, tx, rate=0, limit=120, concurrency=2)  # more than the rows: loops
+    rep = replay(stub.url, tx, rate=0, limit=120, concurrency=2)  # more than the rows: each row once, no loop
+    assert rep.sent == len(tx) < 120 and sorted(rid for rid, _ in stub.requests) == sorted(tx.ids)
+    stub.requests.clear()
+    rep = replay(stub.url, tx, rate=0, limit=120, concurrency=2, loop=True)  # asked to loop
     ids = [rid for rid, _ in stub.requests]
     assert rep.sent == 120 and len(set(ids)) == 120 and "t0.2" in ids
     rep = replay(stub.url, tx, rate=200, duration=0.3, loop=True, concurrency=2)

@@ -9,16 +9,26 @@ bootstrap -- comparison clauses are "not judged: no baseline"), optional
 the contract's clauses use.
 
 Statistics. Each clause is a constraint on a value: the candidate's metric (bound) or
-the candidate-minus-baseline difference oriented so that positive is better (the other
-kinds). A slice *fails* only when the whole interval at the clause's confidence lies
-beyond the limit; when the point estimate is beyond it but the interval is not, the
-slice passes with the note "not credible". Intervals: Wilson (rates), Newcombe's hybrid
-score interval (differences of rates), Hanley-McNeil (AUC, and for an AUC difference the
-two errors combined as if independent). Baseline and candidate are scored on the same
-rows; treating them as independent widens every interval (the scores are positively
-correlated), so failures are conservative. Relative tolerances are converted into
-metric units with the baseline's point estimate. average_precision has no interval and
-is judged on its point estimate.
+the candidate-minus-baseline difference (the other kinds), and every judged clause x
+slice gets one of three values:
+
+- pass: the interval at the clause's confidence lies within the allowance;
+- fail: the violation is credible -- the interval lies entirely beyond the allowance,
+  after Holm's step-down correction over the clause's judged slices (a clause judged on
+  300 slices does not get 300 chances of a false block);
+- inconclusive: neither; the interval straddles the allowance.
+
+Slices below min_support are "not judged". Inconclusive and not-judged slices of blocking
+clauses are a verdict's open questions: the gate may still pass (no credible failure), and
+the shadow phase must resolve them. Intervals: rate differences the two models are
+thresholded on over the same rows (block, approval, false-positive, recall rates) are
+paired (Agresti-Min's adjusted Wald interval on the discordant rows); other rates Wilson
+and Newcombe's hybrid score interval; AUC Hanley-McNeil (a difference combines the two
+errors as if independent, which is conservative). With `sequential=True` the same
+standard errors are widened into confidence sequences (stats.cs_multiplier), valid at
+every look of a review that re-judges a growing stream. Relative tolerances are
+converted into metric units with the baseline's point estimate. average_precision has no
+interval and is judged on its point estimate.
 """
 
 from __future__ import annotations
@@ -120,29 +130,81 @@ def _counts(tab: pd.DataFrame, metric: str, model: str) -> tuple[np.ndarray, np.
     return None
 
 
-def _value_interval(tab: pd.DataFrame, metric: str, z: float) -> tuple[np.ndarray, np.ndarray]:
-    c = _counts(tab, metric, "candidate")
-    if c is not None:
-        return stats.wilson(c[0], c[1], z)
-    v = tab[f"candidate_{metric}"].to_numpy(float)
-    if metric == "auc":
-        se = stats.hanley_mcneil_se(v, tab["positives"].to_numpy(), tab["negatives"].to_numpy())
-        return v - z * se, v + z * se
-    return v, v  # average_precision: point estimate only
+#: Rates both models are thresholded on over the same rows: their difference is paired.
+PAIRED = ("block_rate", "approval_rate", "fpr", "recall")
 
 
-def _diff_interval(tab: pd.DataFrame, metric: str, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Interval on candidate - baseline (raw, not oriented)."""
+def _discordant(tab: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(only candidate, only baseline, trials) for a paired rate, or None (not paired / no counts)."""
+    if metric not in PAIRED or "c_only_blocked" not in tab.columns:
+        return None
+    col = {"block_rate": "blocked", "approval_rate": "blocked", "fpr": "fp", "recall": "tp"}[metric]
+    denom = {"block_rate": "rows", "approval_rate": "rows", "fpr": "negatives", "recall": "positives"}[metric]
+    c, b = tab[f"c_only_{col}"].to_numpy(float), tab[f"b_only_{col}"].to_numpy(float)
+    if metric == "approval_rate":  # approvals are the complement: the candidate approves where only the baseline blocks
+        c, b = b, c
+    return c, b, tab[denom].to_numpy(float)
+
+
+def _interval_family(clause: Clause, tab: pd.DataFrame, sequential: bool, support: np.ndarray):  # noqa: ANN202
+    """(z -> (lo, hi) per slice, symmetric) on the candidate's value (bound) or candidate - baseline.
+
+    symmetric is (estimate, standard error, x -> alpha) for intervals estimate ± multiplier *
+    se, whose evidence has a closed form; None for Wilson / Newcombe score intervals."""
+    metric = clause.metric
+    t_star = stats.TUNE_FACTOR * max(1, clause.min_support)
+    if sequential:
+        def mult(z):  # noqa: ANN001, ANN202 - the confidence sequence's multiplier at the alpha of z
+            return stats.cs_multiplier(support, stats.cs_alpha(z), t_star)
+
+        def alpha_at(x):  # noqa: ANN001, ANN202
+            return stats.cs_alpha_at(x, support, t_star)
+    else:
+        def mult(z):  # noqa: ANN001, ANN202
+            return z
+        alpha_at = stats.p_two_sided
+
+    def sym(est: np.ndarray, se: np.ndarray):  # noqa: ANN202
+        return (lambda z: (est - mult(z) * se, est + mult(z) * se)), (est, se, alpha_at)
+
+    cand = tab[f"candidate_{metric}"].to_numpy(float)
+    pos, neg = tab["positives"].to_numpy(), tab["negatives"].to_numpy()
+    if clause.kind == "bound":
+        c = _counts(tab, metric, "candidate")
+        if c is not None:
+            return (lambda z: stats.wilson(c[0], c[1], z), None) if not sequential else sym(cand, stats.rate_se(*c))
+        if metric == "auc":
+            return sym(cand, stats.hanley_mcneil_se(cand, pos, neg))
+        return sym(cand, np.zeros(len(cand)))  # average_precision: point estimate only
+    base = tab[f"baseline_{metric}"].to_numpy(float)
+    diff = cand - base
+    disc = _discordant(tab, metric)
+    if disc is not None:
+        return sym(*stats.paired_difference(disc[0], disc[1], disc[2]))
     c, b = _counts(tab, metric, "candidate"), _counts(tab, metric, "baseline")
     if c is not None and b is not None:
-        return stats.newcombe(b[0], b[1], c[0], c[1], z)
-    vc, vb = tab[f"candidate_{metric}"].to_numpy(float), tab[f"baseline_{metric}"].to_numpy(float)
-    d = vc - vb
+        if not sequential:
+            return lambda z: stats.newcombe(b[0], b[1], c[0], c[1], z), None
+        return sym(diff, np.hypot(stats.rate_se(c[0], c[1]), stats.rate_se(b[0], b[1])))
     if metric == "auc":
-        pos, neg = tab["positives"].to_numpy(), tab["negatives"].to_numpy()
-        se = np.hypot(stats.hanley_mcneil_se(vc, pos, neg), stats.hanley_mcneil_se(vb, pos, neg))
-        return d - z * se, d + z * se
-    return d, d
+        return sym(diff, np.hypot(stats.hanley_mcneil_se(cand, pos, neg), stats.hanley_mcneil_se(base, pos, neg)))
+    return sym(diff, np.zeros(len(diff)))
+
+
+def _allowance(clause: Clause, base: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """[good_lo, good_hi] on the judged value (bound: the candidate's value; else candidate - baseline)."""
+    inf = np.full(n, np.inf)
+    if clause.kind == "bound":
+        lo = np.full(n, clause.min) if clause.min is not None else -inf
+        hi = np.full(n, clause.max) if clause.max is not None else inf
+        return lo, hi
+    if clause.kind == "rate_stability":
+        tol = clause.tolerance.allowance(base)
+        return -tol, tol
+    need = (-clause.tolerance.allowance(base) if clause.kind == "no_regression"
+            else (clause.margin.allowance(base) if clause.margin else np.zeros(n)))
+    # oriented improvement sign * diff >= need
+    return (need, inf) if DIRECTION[clause.metric] > 0 else (-inf, -need)
 
 
 def _support(tab: pd.DataFrame, metric: str) -> np.ndarray:
@@ -154,8 +216,13 @@ def _fmt(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool) -> list[ClauseResult]:
-    z = stats.z_two_sided(clause.confidence)
+def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool, sequential: bool = False) -> list[ClauseResult]:
+    """Three-valued judgement of one clause on every slice of its family.
+
+    pass: the interval at the clause's confidence lies within the allowance; fail: the
+    violation is credible after Holm's correction over the clause's judged slices;
+    inconclusive: neither. Slices below min_support are not judged; the whole population
+    below it fails (a gate never passes a blocking clause for want of evidence)."""
     n = len(tab)
     if clause.needs_baseline and not has_baseline:
         return [ClauseResult(
@@ -163,55 +230,42 @@ def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool) -> list[Clause
             status="not_judged", slice=str(tab["slice"].iat[i]), family=str(tab["family"].iat[i]),
             baseline=None, candidate=_fmt(tab[f"candidate_{clause.metric}"].iat[i]), difference=None,
             interval=None, support=int(_support(tab, clause.metric)[i]), min_support=clause.min_support,
-            confidence=clause.confidence, rule=clause.rule(), reason="no baseline", excess=None,
+            confidence=clause.confidence, rule=clause.rule(), reason=NO_BASELINE, excess=None,
             source=clause.source) for i in range(n)]
+    alpha = 1.0 - clause.confidence
+    z = stats.z_two_sided(clause.confidence)
     cand = tab[f"candidate_{clause.metric}"].to_numpy(float)
-    base = tab[f"baseline_{clause.metric}"].to_numpy(float) if has_baseline else np.full(n, np.nan)
+    base = tab[f"baseline_{clause.metric}"].to_numpy(float) if clause.needs_baseline else np.full(n, np.nan)
     support = _support(tab, clause.metric)
-    status = np.full(n, "pass", dtype=object)
-    reason = np.full(n, "", dtype=object)
-    excess = np.zeros(n)  # how far the point estimate is beyond the limit (> 0: violation)
-    limit = ""
-    if clause.kind == "bound":
-        lo, hi = _value_interval(tab, clause.metric, z)
-        diff = np.full(n, np.nan)
-        value = cand
-        fail = np.zeros(n, dtype=bool)
-        if clause.min is not None:
-            fail |= hi < clause.min
-            excess = np.maximum(excess, clause.min - value)
-        if clause.max is not None:
-            fail |= lo > clause.max
-            excess = np.maximum(excess, value - clause.max)
-        limit = clause.rule()
-    else:
-        lo, hi = _diff_interval(tab, clause.metric, z)
-        diff = cand - base
-        sign = DIRECTION[clause.metric]
-        if clause.kind == "rate_stability":
-            tol = clause.tolerance.allowance(base)
-            fail = (lo > tol) | (hi < -tol)
-            excess = np.abs(diff) - tol
-        else:
-            # oriented improvement: positive is better
-            g, g_lo, g_hi = sign * diff, np.minimum(sign * lo, sign * hi), np.maximum(sign * lo, sign * hi)
-            if clause.kind == "no_regression":
-                need = -clause.tolerance.allowance(base)
-            else:
-                need = clause.margin.allowance(base) if clause.margin else np.zeros(n)
-            fail = g_hi < need
-            excess = need - g
-            del g_lo
-        limit = clause.rule()
+    interval_at, symmetric = _interval_family(clause, tab, sequential, support)
+    good_lo, good_hi = _allowance(clause, base if clause.needs_baseline else cand, n)
+    value = cand if clause.kind == "bound" else cand - base
+    diff = np.full(n, np.nan) if clause.kind == "bound" else value
+    # how far the point estimate is beyond the allowance (> 0: violated), for ordering
+    with np.errstate(invalid="ignore"):
+        excess = np.maximum(good_lo - value, value - good_hi)
     defined = np.isfinite(cand) & (np.isfinite(base) if clause.needs_baseline else True)
-    fail &= defined
-    status[fail] = "fail"
-    noisy = (~fail) & defined & (excess > 1e-12)
-    reason[noisy] = "violation not statistically credible"
-    # A slice too small to judge is "not judged"; the whole population too small to judge
-    # fails: a gate must never pass a blocking clause merely because there was no evidence.
     whole = clause.per is None
     low = support < clause.min_support
+    judged = defined & ~low
+    with np.errstate(invalid="ignore"):
+        p_pass, p_fail = (stats.symmetric_p(*symmetric[:2], good_lo, good_hi, symmetric[2]) if symmetric
+                          else stats.evidence_p(interval_at, good_lo, good_hi))
+    p_pass, p_fail = np.where(judged, p_pass, np.nan), np.where(judged, p_fail, np.nan)
+    m = int(judged.sum())
+    fail = stats.holm(p_fail, alpha, judged)
+    passed = judged & ~fail & (p_pass <= alpha)
+    status = np.where(fail, "fail", np.where(passed, "pass", "inconclusive")).astype(object)
+    reason = np.full(n, "", dtype=object)
+    multi = f"Holm over {m} judged slices" if m > 1 else ""
+    straddles = judged & ~fail & ~passed
+    alone = straddles & (p_fail <= alpha)
+    reason[straddles] = "interval straddles the allowance"
+    reason[alone] = f"beyond the allowance at {clause.confidence:.0%} on its own, not after {multi}"
+    if multi:
+        reason[fail] = f"credible after {multi}"
+    # A slice too small to judge is "not judged"; the whole population too small to judge
+    # fails: a gate must never pass a blocking clause merely because there was no evidence.
     status[low] = "fail" if whole else "not_judged"
     reason[low] = [f"support {s} < min_support {clause.min_support}"
                    + (": too little evidence on the whole test set; widen the test window" if whole else "")
@@ -219,22 +273,42 @@ def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool) -> list[Clause
     undefined = ~defined
     status[undefined] = "fail" if whole else "not_judged"
     reason[undefined] = f"{clause.metric} undefined " + ("on the whole test set" if whole else "in this slice")
+    with np.errstate(invalid="ignore"):
+        lo, hi = interval_at(np.full(n, z))
     out = []
     for i in range(n):
+        has_iv = np.isfinite(lo[i]) and np.isfinite(hi[i]) and not (lo[i] == hi[i] and clause.metric == "average_precision")
         out.append(ClauseResult(
             name=clause.name, kind=clause.kind, metric=clause.metric, severity=clause.severity,
             status=str(status[i]), slice=str(tab["slice"].iat[i]), family=str(tab["family"].iat[i]),
-            baseline=_fmt(base[i]), candidate=_fmt(cand[i]), difference=_fmt(diff[i]),
-            interval=None if not (np.isfinite(lo[i]) and np.isfinite(hi[i])) or (lo[i] == hi[i] and clause.metric == "average_precision")
-            else (float(lo[i]), float(hi[i])),
+            baseline=_fmt(base[i]) if clause.needs_baseline else None, candidate=_fmt(cand[i]),
+            difference=_fmt(diff[i]), interval=(float(lo[i]), float(hi[i])) if has_iv else None,
             support=int(support[i]), min_support=clause.min_support, confidence=clause.confidence,
-            rule=limit, reason=str(reason[i]), excess=_fmt(excess[i]), source=clause.source,
+            rule=clause.rule(), reason=str(reason[i]), excess=_fmt(excess[i]), source=clause.source,
+            p_pass=_fmt(p_pass[i]), p_fail=_fmt(p_fail[i]),
         ))
     return out
 
 
-def evaluate_contract(contract: Contract, scored: pd.DataFrame) -> Verdict:
-    """Judge `scored` against every clause of `contract`; raises ScoresError on unusable data."""
+NO_BASELINE = "no baseline"
+
+
+def _discordance(y: np.ndarray, scores: dict[str, np.ndarray], thresholds: dict[str, Any],
+                 families: list[SliceCodes]) -> pd.DataFrame:
+    """Per slice, rows blocked by only the candidate and by only the baseline (and their tp/fp):
+    the discordant pairs that paired intervals on rate differences rest on."""
+    cb = scores["candidate"] >= np.asarray(thresholds["candidate"], dtype=float)
+    bb = scores["baseline"] >= np.asarray(thresholds["baseline"], dtype=float)
+    tab = slice_metrics(y, {"c_only": (cb & ~bb).astype(float), "b_only": (bb & ~cb).astype(float)},
+                        {"c_only": 0.5, "b_only": 0.5}, families, reference_fpr=0.0, ranking=False)
+    return tab[[f"{m}_{k}" for m in ("c_only", "b_only") for k in ("blocked", "tp", "fp")]]
+
+
+def evaluate_contract(contract: Contract, scored: pd.DataFrame, *, sequential: bool = False) -> Verdict:
+    """Judge `scored` against every clause of `contract`; raises ScoresError on unusable data.
+
+    sequential: draw confidence sequences instead of fixed-sample intervals (for reviews
+    that look at a growing stream again and again: the shadow review)."""
     check_scores(scored, contract)
     has_baseline = BASELINE in scored.columns
     thresholds, how = _resolve_thresholds(scored, contract, has_baseline)
@@ -254,11 +328,14 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame) -> Verdict:
         families: list[SliceCodes] = [assign(scored, OVERALL)] + [assign(scored, f) for f in contract.families()]
     except MissingColumnError as exc:
         raise ScoresError(str(exc)) from None
-    table = slice_metrics(scored[LABEL].to_numpy(), scores, thresholds, families, reference_fpr=ref)
+    y = scored[LABEL].to_numpy()
+    table = slice_metrics(y, scores, thresholds, families, reference_fpr=ref)
+    if has_baseline:
+        table = pd.concat([table, _discordance(y, scores, thresholds, families)], axis=1)
     results: list[ClauseResult] = []
     for clause in contract.clauses:
         fam = clause.per or OVERALL.name
-        results.extend(_judge(clause, table[table["family"] == fam].reset_index(drop=True), has_baseline))
+        results.extend(_judge(clause, table[table["family"] == fam].reset_index(drop=True), has_baseline, sequential))
     overall_row = table[table["family"] == OVERALL.name].iloc[0]
     overall: dict[str, dict[str, Any] | None] = {}
     for m in ("candidate", "baseline"):
@@ -270,4 +347,5 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame) -> Verdict:
         overall[m]["threshold"] = float(t) if np.ndim(t) == 0 else "per row"
     overall["reference_fpr"] = {"value": _fmt(float(overall_row["reference_fpr"])), "how": ref_how}  # type: ignore[assignment]
     return Verdict(contract=contract.path, contract_name=contract.name, results=results, overall=overall,
-                   thresholds=how, has_baseline=has_baseline, table=table, threshold_values=thresholds)
+                   thresholds=how, has_baseline=has_baseline, table=table, threshold_values=thresholds,
+                   sequential=sequential)

@@ -1,7 +1,8 @@
-"""The verdict: every clause on every slice, pass / fail / not judged, and its renderings.
+"""The verdict: every clause on every slice, pass / fail / inconclusive / not judged, and its renderings.
 
-    >>> verdict.passed                 # no blocking clause failed
+    >>> verdict.passed                 # no blocking clause failed credibly
     >>> verdict.failures()             # failed blocking results, worst first
+    >>> verdict.open_questions()       # blocking results neither shown to pass nor to fail
     >>> print(verdict.to_text())       # terminal; also to_markdown(), to_html(), to_dict()
 """
 
@@ -17,7 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-STATUSES = ("fail", "pass", "not_judged")
+STATUSES = ("fail", "inconclusive", "pass", "not_judged")
+#: How the verdict was reached, in words (JSON "method"; README explains it for reviewers).
+METHOD = {
+    "pass": "the interval at the clause's confidence lies within the allowance",
+    "fail": "the interval lies entirely beyond the allowance, after Holm's step-down correction over the clause's judged slices",
+    "inconclusive": "the interval straddles the allowance (an open question for the shadow phase)",
+    "not_judged": "support below the clause's min_support (an open question for the shadow phase)",
+    "multiplicity": "Holm (1979) per clause, family-wise error 1 - confidence over its judged slices",
+}
 
 
 @dataclass(frozen=True)
@@ -28,7 +37,7 @@ class ClauseResult:
     kind: str
     metric: str
     severity: str
-    status: str                      # pass | fail | not_judged
+    status: str                      # pass | fail | inconclusive | not_judged
     slice: str
     family: str
     baseline: float | None
@@ -42,10 +51,23 @@ class ClauseResult:
     reason: str
     excess: float | None             # point estimate beyond the limit (> 0: violated)
     source: str                      # contract file:line
+    p_pass: float | None = None      # smallest two-sided alpha at which the interval lies within the allowance
+    p_fail: float | None = None      # ... entirely beyond it (before Holm)
 
     @property
     def blocking_failure(self) -> bool:
         return self.status == "fail" and self.severity == "block"
+
+    @property
+    def open_question(self) -> bool:
+        """A blocking result neither shown to pass nor to fail (comparisons without a baseline excepted)."""
+        return (self.severity == "block" and self.status in ("inconclusive", "not_judged")
+                and self.reason != "no baseline")
+
+    @property
+    def key(self) -> str:
+        """'clause[slice]': how an open question is named in the rollout and in waivers."""
+        return f"{self.name}[{self.slice}]"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +76,7 @@ class ClauseResult:
             "candidate": self.candidate, "difference": self.difference,
             "interval": list(self.interval) if self.interval else None, "support": self.support,
             "min_support": self.min_support, "rule": self.rule, "reason": self.reason,
-            "source": self.source,
+            "source": self.source, "p_pass": self.p_pass, "p_fail": self.p_fail,
         }
 
     def sentence(self) -> str:
@@ -81,7 +103,7 @@ def _interval(iv: tuple[float, float] | None) -> str:
 
 
 def _worst_first(results: list[ClauseResult]) -> list[ClauseResult]:
-    rank = {"fail": 0, "not_judged": 2, "pass": 1}
+    rank = {"fail": 0, "inconclusive": 1, "not_judged": 2, "pass": 3}
     return sorted(results, key=lambda r: (rank[r.status], r.severity != "block", -(r.excess or 0.0)))
 
 
@@ -98,11 +120,17 @@ class Verdict:
     table: pd.DataFrame | None = field(default=None, repr=False)
     #: the numeric thresholds judged: per model a scalar or a per-row array (not serialised)
     threshold_values: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: confidence sequences (live reviews) instead of fixed-sample intervals
+    sequential: bool = False
 
     @property
     def passed(self) -> bool:
         """True when no blocking clause failed on any slice."""
         return not any(r.blocking_failure for r in self.results)
+
+    def open_questions(self) -> list[ClauseResult]:
+        """Blocking results that are inconclusive or not judged: what the shadow phase must resolve."""
+        return _worst_first([r for r in self.results if r.open_question])
 
     def failures(self, include_warnings: bool = False) -> list[ClauseResult]:
         """Failed results (blocking only unless include_warnings), worst first."""
@@ -118,7 +146,7 @@ class Verdict:
         for r in self.results:
             s = out.setdefault(r.name, {"name": r.name, "kind": r.kind, "metric": r.metric, "severity": r.severity,
                                         "rule": r.rule, "scope": r.family, "source": r.source,
-                                        "pass": 0, "fail": 0, "not_judged": 0})
+                                        "pass": 0, "fail": 0, "inconclusive": 0, "not_judged": 0})
             s[r.status] += 1
         return list(out.values())
 
@@ -136,6 +164,9 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "contract": self.contract, "counts": self.counts(),
+            "open_questions": [r.key for r in self.open_questions()],
+            "method": {**METHOD, "intervals": "confidence sequences (anytime-valid)" if self.sequential
+                       else "fixed-sample intervals"},
             "overall": self.overall, "thresholds": self.thresholds,
             "clauses": [r.to_dict() for r in _worst_first(self.results)],
         }
@@ -148,8 +179,11 @@ class Verdict:
         c = self.counts()
         word = "PASSED" if self.passed else "FAILED"
         base = "" if self.has_baseline else " (bootstrap: no baseline, comparisons not judged)"
+        oq = len(self.open_questions())
+        word += f" with {oq} open question(s)" if self.passed and oq else ""
         return (f"{word}: contract {self.contract_name} -- {c['blocking_failures']} blocking failure(s), "
-                f"{c['fail']} failed, {c['pass']} passed, {c['not_judged']} not judged{base}")
+                f"{c['fail']} failed, {c['pass']} passed, {c['inconclusive']} inconclusive, "
+                f"{c['not_judged']} not judged{base}")
 
     def to_text(self, max_lines: int = 20) -> str:
         lines = [self.headline()]
@@ -162,11 +196,22 @@ class Verdict:
                 lines.append(f"  {tag} {r.sentence()}")
             if len(fails) > max_lines:
                 lines.append(f"  ... and {len(fails) - max_lines} more (use --format json or html)")
+        oq = self.open_questions()
+        if oq:
+            lines.append("")
+            lines.append(f"open questions for the shadow phase ({len(oq)}: inconclusive or not judged, blocking):")
+            for r in oq[:max_lines]:
+                lines.append(f"  {r.sentence()}")
+            if len(oq) > max_lines:
+                lines.append(f"  ... and {len(oq) - max_lines} more (use --format json or html)")
         lines.append("")
         lines.append("clauses:")
         for s in self.clause_summary():
             lines.append(f"  {s['name']:<32} {s['severity']:<5} {s['scope']:<20} pass {s['pass']:>5}  fail {s['fail']:>4}"
-                         f"  not judged {s['not_judged']:>5}   {s['rule']}  [{s['source']}]")
+                         f"  inconclusive {s['inconclusive']:>4}  not judged {s['not_judged']:>5}   {s['rule']}  [{s['source']}]")
+        lines.append("")
+        lines.append(f"method: pass = {METHOD['pass']}; fail = {METHOD['fail']}; "
+                     + ("confidence sequences (anytime-valid)" if self.sequential else "fixed-sample intervals"))
         lines.append("")
         lines.append("overall: " + _overall_line(self.overall))
         lines.append("thresholds: " + ", ".join(f"{k} {v}" for k, v in self.thresholds.items()))
@@ -190,10 +235,25 @@ class Verdict:
             if len(fails) > max_rows:
                 out.append(f"\n_{len(fails) - max_rows} more failures: see the HTML verdict._")
             out.append("")
-        out += ["#### Clauses", "", "| clause | scope | rule | severity | pass | fail | not judged |",
-                "|---|---|---|---|---|---|---|"]
+        oq = self.open_questions()
+        if oq:
+            out += [f"#### Open questions for the shadow phase ({len(oq)})", "",
+                    "Blocking clause x slice results neither shown to pass nor to fail; the rollout holds in "
+                    "shadow until each resolves as pass, or a person waives it (`ratchet approve V --waive ...`).", "",
+                    "| question | status | baseline | candidate | diff | interval | support | note |",
+                    "|---|---|---|---|---|---|---|---|"]
+            for r in oq[:max_rows]:
+                out.append(f"| `{r.key}` | {r.status.replace('_', ' ')} | {_num(r.baseline)} | {_num(r.candidate)} | "
+                           f"{_num(r.difference, True)} | {_interval(r.interval)} | {r.support} | {r.reason} |")
+            if len(oq) > max_rows:
+                out.append(f"\n_{len(oq) - max_rows} more open questions: see the HTML verdict._")
+            out.append("")
+        out += ["#### Clauses", "", "| clause | scope | rule | severity | pass | fail | inconclusive | not judged |",
+                "|---|---|---|---|---|---|---|---|"]
         for s in self.clause_summary():
-            out.append(f"| `{s['name']}` | {s['scope']} | {s['rule']} | {s['severity']} | {s['pass']} | {s['fail']} | {s['not_judged']} |")
+            out.append(f"| `{s['name']}` | {s['scope']} | {s['rule']} | {s['severity']} | {s['pass']} | {s['fail']} | "
+                       f"{s['inconclusive']} | {s['not_judged']} |")
+        out += ["", f"_Pass: {METHOD['pass']}. Fail: {METHOD['fail']}. Inconclusive: {METHOD['inconclusive']}._"]
         return "\n".join(out) + "\n"
 
     # -- html ------------------------------------------------------------------
@@ -226,7 +286,7 @@ th,td{border-bottom:1px solid #eaeef2;padding:.3rem .5rem;text-align:right;white
 th{background:#f6f8fa;position:sticky;top:0} td.l,th.l{text-align:left;white-space:normal}
 .st{font-weight:600;border-radius:4px;padding:.1rem .4rem}
 .st.fail{background:#cf222e;color:#fff}.st.warn{background:#bf8700;color:#fff}.st.pass{background:#dafbe1;color:#116329}
-.st.not_judged{background:#eaeef2;color:#57606a}
+.st.not_judged{background:#eaeef2;color:#57606a}.st.inconclusive{background:#fff8c5;color:#7d4e00}
 details{margin:.4rem 0} summary{cursor:pointer;font-weight:600} code{font-size:.85em;color:#57606a}
 .muted{color:#57606a;font-size:.85rem}
 """
@@ -238,7 +298,7 @@ def _e(x: Any) -> str:
 
 def _status_cell(r: ClauseResult) -> str:
     cls = "warn" if (r.status == "fail" and r.severity == "warn") else r.status
-    label = {"fail": "FAIL", "pass": "pass", "not_judged": "not judged"}[r.status]
+    label = {"fail": "FAIL", "pass": "pass", "inconclusive": "inconclusive", "not_judged": "not judged"}[r.status]
     if cls == "warn":
         label = "WARN"
     return f'<span class="st {cls}">{label}</span>'
@@ -263,8 +323,9 @@ def render_html(v: Verdict, figures: dict[str, bytes] | None = None) -> str:
     cls = "pass" if v.passed else "fail"
     fails = v.failures(include_warnings=True)
     cards = "".join(f'<div class="card">{k}<b>{n:,}</b></div>' for k, n in
-                    (("blocking failures", c["blocking_failures"]), ("failed", c["fail"]),
-                     ("passed", c["pass"]), ("not judged", c["not_judged"])))
+                    (("blocking failures", c["blocking_failures"]), ("open questions", len(v.open_questions())),
+                     ("failed", c["fail"]), ("inconclusive", c["inconclusive"]), ("passed", c["pass"]),
+                     ("not judged", c["not_judged"])))
     overall_rows = []
     for m in ("baseline", "candidate"):
         o = v.overall.get(m)
@@ -294,13 +355,22 @@ def render_html(v: Verdict, figures: dict[str, bytes] | None = None) -> str:
         parts += ["<h2>Worst offenders</h2>", _rows_html(fails[:50], with_clause=True)]
         if len(fails) > 50:
             parts.append(f'<p class="muted">{len(fails) - 50} more failures in the clause tables below.</p>')
+    oq = v.open_questions()
+    if oq:
+        parts += [f"<h2>Open questions for the shadow phase ({len(oq):,})</h2>",
+                  '<p class="muted">Blocking results neither shown to pass nor to fail. The rollout holds in shadow '
+                  "until each resolves as pass on live traffic, or a person waives it.</p>",
+                  _rows_html(oq[:200], with_clause=True)]
+    parts.append(f'<p class="muted">pass: {_e(METHOD["pass"])}; fail: {_e(METHOD["fail"])}; inconclusive: '
+                 f'{_e(METHOD["inconclusive"])}.</p>')
     parts.append("<h2>Clauses</h2>")
     for s in v.clause_summary():
         rs = _worst_first([r for r in v.results if r.name == s["name"]])
         open_ = " open" if s["fail"] else ""
         parts.append(
             f"<details{open_}><summary>{_e(s['name'])} &mdash; {_e(s['rule'])} &middot; {_e(s['scope'])} &middot; "
-            f"{_e(s['severity'])} &middot; fail {s['fail']}, pass {s['pass']}, not judged {s['not_judged']} "
+            f"{_e(s['severity'])} &middot; fail {s['fail']}, inconclusive {s['inconclusive']}, pass {s['pass']}, "
+            f"not judged {s['not_judged']} "
             f"<code>{_e(s['source'])}</code></summary>{_rows_html(rs, with_clause=False)}</details>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -338,3 +338,28 @@ def build_training_set(raw_path: str | Path, spec: TrainingSpec, out_dir: str | 
         windows=windows, snapshot=snapshot, features=features,
         checks=[r.to_dict() for r in results], rows_immature=immature.rows if immature else 0,
     )
+
+
+def build_recent_traffic(raw_path: str | Path, spec: TrainingSpec, out_path: str | Path, *, start: datetime,
+                         end: datetime, spark: SparkSession | None = None) -> Path:
+    """Point-in-time features for the rows with start <= ts < end, whatever their labels'
+    maturity: traffic a release was neither trained nor judged on (after its test window).
+
+    The demo replays it as the live traffic of the rollout: its labels stand for the ones
+    that mature while the version is in shadow (the synthetic world knows them already).
+    One Parquet file, rows in (ts, transaction_id) order, the same columns as test.parquet.
+    """
+    spark = spark or get_spark()
+    features = list(spec.features)
+    tx = read_transactions(spark, raw_path, spec)
+    feat = add_features(tx.df.where(filter_condition(spec.filters)), features, start=start, until=end)
+    slices = [c for c in SLICE_COLUMNS if c in tx.columns and c not in features]
+    t = F.unix_micros(F.col(C.TS))
+    rows = (feat.where((t >= _micros(start)) & (t < _micros(end)))
+            .select(C.TRANSACTION_ID, F.col(C.TS).cast("timestamp_ntz").alias(C.TS), F.col(C.IS_FRAUD).alias(LABEL),
+                    *features, *slices))
+    frame = rows.toPandas().sort_values([C.TS, C.TRANSACTION_ID], kind="stable").reset_index(drop=True)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    return out

@@ -145,7 +145,8 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
             scored, threshold_policy, default_threshold=th.default,
             bootstrap_block_rate=th.bootstrap_block_rate if th.candidate == "match_baseline_block_rate" else None,
             current_default=baseline_thresholds.default if baseline_thresholds else None,
-            current_per_merchant=baseline_thresholds.per_merchant if baseline_thresholds else None)
+            current_per_merchant=baseline_thresholds.per_merchant if baseline_thresholds else None,
+            contract=contract)
         scored = suggestions.apply(scored)
     verdict = evaluate_contract(contract, scored)
     figures: dict[str, bytes] = {}

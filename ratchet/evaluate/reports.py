@@ -103,7 +103,7 @@ def worst_slices_plot(verdict, out_png: Path, n: int = 12) -> Path | None:
 
     rows = [r for r in verdict.results if r.family != "overall" and r.baseline is not None
             and r.candidate is not None and (r.excess or 0) > 0]
-    rank = {"fail": 0, "pass": 1, "not_judged": 2}
+    rank = {"fail": 0, "inconclusive": 1, "pass": 2, "not_judged": 3}
     rows = sorted(rows, key=lambda r: (rank[r.status], -(r.excess or 0.0)))[:n]
     if not rows:
         return None

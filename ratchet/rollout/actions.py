@@ -132,9 +132,14 @@ class Rollback(Action):
 
 
 @dataclass(frozen=True)
+class Waive(Action):
+    """The plan's declared policy waives open questions still unresolved at the shadow's max_decisions."""
+
+
+@dataclass(frozen=True)
 class AdoptOutsideChange(Action):
     """The deployment changed under the controller (kubectl rollout undo): a human decision to follow."""
 
 
 KINDS: dict[str, type[Action]] = {c.__name__: c for c in (
-    Wait, AwaitApproval, Deploy, StartShadow, StartCanary, Advance, Promote, Rollback, AdoptOutsideChange)}
+    Wait, AwaitApproval, Deploy, StartShadow, StartCanary, Advance, Promote, Rollback, Waive, AdoptOutsideChange)}

@@ -16,7 +16,9 @@ from ratchet.errors import RatchetError, RegistryError
 from ratchet.rollout.controller import approval_tag, read_intent
 from ratchet.rollout.plan import RolloutPlan, load_plan
 from ratchet.rollout.planner import next_gate
-from ratchet.rollout.state import iso
+from ratchet.rollout.state import (
+    OPEN_QUESTIONS_TAG, POLICY_WAIVER_TAG, WAIVE_ALL, WAIVED_TAG, iso, parse_open_questions, parse_waived,
+)
 
 EXIT_OK, EXIT_REJECTED = 0, 1
 DEFAULT_PLAN = "contracts/rollout.yaml"
@@ -102,6 +104,46 @@ def approve(registry, version: int, plan: RolloutPlan, *, actor: str, at: str | 
     return f"approved v{version} for {gate} (run {run}) by {actor}"
 
 
+def waive(registry, version: int, keys: list[str], *, actor: str, reason: str | None,  # noqa: ANN001
+          at: str | None = None) -> str:
+    """Record a person's waiver of open questions of `version` ('clause[slice]' keys, or 'all').
+
+    Every check happens before the first write: an empty reason, a key that is not an open
+    question of the version, or a version without open questions is a RatchetError."""
+    from datetime import datetime, timezone
+
+    if not reason or not reason.strip():
+        raise RatchetError("a waiver needs a reason: add --reason \"...\" (it is kept in the version's history)")
+    tags = registry.tags(version)  # RegistryError for an unknown version
+    open_q = parse_open_questions(tags.get(OPEN_QUESTIONS_TAG))
+    if not open_q:
+        raise RatchetError(f"version {version} has no open questions to waive (its offline verdict resolved every "
+                           "blocking clause x slice)")
+    unknown = [k for k in keys if k != WAIVE_ALL and k not in open_q]
+    if unknown:
+        raise RatchetError(f"not an open question of version {version}: {', '.join(unknown)}; its open questions "
+                           f"are e.g. {', '.join(sorted(open_q)[:3])} (`ratchet status --format json` lists them), "
+                           "or waive 'all'")
+    when = at or iso(datetime.now(timezone.utc))
+    waived = parse_waived(tags.get(WAIVED_TAG))
+    entry = {"by": actor, "at": when, "reason": reason.strip()}
+    waived.update({k: entry for k in keys})
+    registry.set_tags(version, {WAIVED_TAG: json.dumps(waived, sort_keys=True)})
+    what = "all open questions" if WAIVE_ALL in keys else ", ".join(keys)
+    registry.record_transition(version, tags.get("state") or None, tags.get("state") or "shadow", actor=actor,
+                               reason=f"waived {what}: {reason.strip()}", evidence={"waived": keys[:50]})
+    return f"waived {what} of v{version} by {actor}: {reason.strip()}"
+
+
+def open_question_status(registry, version: int, live: frozenset[str] = frozenset()) -> dict[str, Any]:  # noqa: ANN001
+    """A version's open questions: all, waived, and still unresolved (given keys passed live)."""
+    tags = registry.tags(version)
+    open_q = parse_open_questions(tags.get(OPEN_QUESTIONS_TAG))
+    waived = parse_waived(tags.get(WAIVED_TAG), tags.get(POLICY_WAIVER_TAG))
+    unresolved = set() if WAIVE_ALL in waived else open_q - live - set(waived)
+    return {"open": len(open_q), "waived": sorted(waived), "unresolved": sorted(unresolved)}
+
+
 def status(registry, backend=None) -> dict[str, Any]:  # noqa: ANN001
     """Stages, versions, states, weights and each version's last event."""
     fact = backend.read() if backend is not None else None
@@ -117,7 +159,8 @@ def status(registry, backend=None) -> dict[str, Any]:  # noqa: ANN001
         weight = None
         if stage == "canary":
             weight = fact.canary_weight if fact is not None and fact.canary == v else None
-        rows.append({"stage": stage, "version": v, "state": info.state,
+        oq = open_question_status(registry, v) if stage in ("shadow", "staging") else None
+        rows.append({"stage": stage, "version": v, "state": info.state, "open_questions": oq,
                      "step": info.progress.step if info.progress.stage == "canary" else None,
                      "weight": weight, "paused": info.progress.paused,
                      "last_event_at": last.get("at"),
@@ -139,6 +182,14 @@ def render_status(st: dict[str, Any]) -> str:
     out = ["  ".join(str(c).ljust(widths[i]) if i < len(widths) else str(c) for i, c in enumerate(row)) for row in lines]
     if not st["rows"]:
         out.append("(no version holds a stage)")
+    for r in st["rows"]:
+        oq = r.get("open_questions")
+        if oq and oq["open"]:
+            left = oq["unresolved"]
+            out.append(f"v{r['version']} open questions of its offline verdict: {oq['open']} "
+                       f"({len(oq['waived'])} waived; {len(left)} not waived"
+                       + (f", e.g. {', '.join(left[:3])}" if left else "") + ")"
+                       + (f"; waive with `ratchet approve {r['version']} --waive KEY|all --reason ...`" if left else ""))
     if st.get("deployment"):
         out.append(f"deployment: {st['deployment']}")
     if st.get("pending"):
@@ -246,6 +297,9 @@ def approve_cli(args: argparse.Namespace) -> int:
         version = next((aliases[s] for s in ("canary", "shadow", "staging") if s in aliases), None)
         if version is None:
             raise RegistryError("nothing awaits approval: no version at @canary, @shadow or @staging")
+    if getattr(args, "waive", None):
+        print(waive(reg, int(version), list(args.waive), actor=_user(), reason=getattr(args, "reason", None)))
+        return EXIT_OK
     print(approve(reg, int(version), plan, actor=_user()))
     return EXIT_OK
 

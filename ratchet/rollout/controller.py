@@ -33,7 +33,10 @@ from ratchet.rollout.actions import Action, Op
 from ratchet.rollout.backends import Backend
 from ratchet.rollout.plan import RolloutPlan
 from ratchet.rollout.planner import plan_next
-from ratchet.rollout.state import DeploymentState, Intent, Observations, Progress, VersionInfo, parse_iso
+from ratchet.rollout.state import (
+    OPEN_QUESTIONS_TAG, POLICY_WAIVER_TAG, WAIVED_TAG, DeploymentState, Intent, Observations, Progress, VersionInfo, parse_iso,
+    parse_open_questions, parse_waived,
+)
 
 Observer = Callable[[DeploymentState, dict[str, datetime | None]], Observations]
 """observe(fact, windows) -> Observations; windows maps role (canary, shadow) to the start of its current step."""
@@ -74,7 +77,9 @@ def read_intent(registry, fact: DeploymentState | None = None) -> Intent:  # noq
         except RegistryError:
             continue  # a version deleted from the registry: nothing to read
         versions[v] = VersionInfo(state=tags.get("state", ""), progress=Progress.from_json(tags.get("rollout")),
-                                  approvals=_approvals(tags))
+                                  approvals=_approvals(tags),
+                                  open_questions=parse_open_questions(tags.get(OPEN_QUESTIONS_TAG)),
+                                  waived=frozenset(parse_waived(tags.get(WAIVED_TAG), tags.get(POLICY_WAIVER_TAG))))
     return Intent(aliases=aliases, versions=versions, pending=pending)
 
 

@@ -1,22 +1,23 @@
 """The rollout part of `ratchet demo`: a real decision service, replayed traffic, the controller.
 
 After the gated releases (v1 @production, v2 @staging), this starts the decision service
-as a local process, replays the release's held-out test window at it, and lets the
-controller (LocalProcessBackend, contracts/rollout-demo.yaml, mode auto) walk v2 through
-shadow (reviewed against the contract on the replayed rows' matured labels) and the
-canary ramp to production. Then a bad candidate -- v2's model re-registered with a
-per-merchant threshold table mis-typed for the merchants of two countries -- is put at
-@canary the way a person would, and the block-rate guard rolls it back on its own.
-The service is stopped cleanly and its Parquet decision log checked: every request the
-replay sent is logged exactly once per role.
+as a local process and replays live traffic at it -- the transactions after the release's
+test window, which neither model was trained or judged on -- while the controller
+(LocalProcessBackend, contracts/rollout-demo.yaml, mode auto) walks v2 through shadow
+(the offline verdict's open questions re-judged on the shadow's decisions and their
+labels, with confidence sequences) and the canary ramp to production. Then a bad candidate
+-- v2's model re-registered with a per-merchant threshold table mis-typed for the
+merchants of two countries -- is put at @canary the way a person would, and the
+block-rate guard rolls it back on its own. The service is stopped cleanly and its Parquet
+decision log checked: every request the replay sent is logged exactly once per role.
 
-The rows are replayed in time order, as live traffic would arrive, looping when they run
-out. Block-rate guards count cards, not decisions (see per_card). On two busy cores the
-replay reaches ~550 requests/s and the whole part takes ~2.5-3 minutes; with the demo
-plan's min_support of 300 per country the bad candidate is caught at the 25% or 50% step.
+Deterministic by construction (LockStep): transactions go out in time order, each once,
+in fixed batches; the controller acts only between batches, on a decision log that holds
+every decision of the batches so far; the plan counts decisions, not seconds. A slow or a
+busy machine takes longer and prints the same events (rollout-events.txt).
 
     >>> run_rollout_demo("sqlite:///demo-out/mlflow.db", "fraud", Path("demo-out"),
-    ...                  Path("runs/<release>/.../training_set/dataset/test.parquet"), candidate_version=2)
+    ...                  Path("demo-out/live-traffic.parquet"), candidate_version=2)
     0
 """
 
@@ -27,12 +28,11 @@ import json
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 
 from ratchet.rollout.observe import (  # noqa: E402,F401 - re-exported for the demo's callers
@@ -170,27 +170,96 @@ def _plan_path() -> str:
     return project_file("contracts/rollout-demo.yaml")
 
 
+def wait_logged(tail: DecisionLogTail, ids: Sequence[str], *, shadow: bool, timeout: float = 30.0) -> bool:
+    """Wait until the decision log holds a served row (and a shadow row, when a shadow runs)
+    for every request id of a batch: the controller must judge the same rows on any machine."""
+    want = set(ids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = tail.frame()
+        recent = log[log["request_id"].isin(want)] if len(log) else log
+        served = set(recent.loc[recent["role"].isin(["production", "canary"]), "request_id"]) if len(recent) else set()
+        shadowed = set(recent.loc[recent["role"] == "shadow", "request_id"]) if len(recent) else set()
+        if served >= want and (not shadow or shadowed >= want):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _next_second() -> None:
+    """Sleep past the next whole second: step windows start at whole seconds (the registry's
+    time stamps), so every request of an earlier batch falls before the next step's window."""
+    time.sleep(1.0 - (time.time() % 1.0) + 0.02)
+
+
+@dataclass
+class LockStep:
+    """Replay in fixed batches, then let the controller act on exactly those decisions.
+
+    Decisions, not seconds, decide what the controller sees: a batch of `batch` transactions
+    is sent (each once, in time order), the driver waits until the decision log holds all of
+    them, and only then runs controller passes until one waits. A slow machine takes longer
+    and tells the same story."""
+
+    url: str
+    data: Any                      # ratchet.serving.replay.Transactions
+    tail: DecisionLogTail
+    controller: Any
+    backend: Any
+    batch: int = 1000
+    sent: int = 0
+    reports: list = field(default_factory=list)
+    events: list = field(default_factory=list)   # acting events, in order (what two runs compare)
+    say: Callable[[str], None] = print
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.sent
+
+    def step(self) -> None:
+        """One batch, then controller passes until it waits."""
+        from ratchet.serving.replay import replay
+
+        chunk = self.data.rows(self.sent, min(len(self.data), self.sent + self.batch))
+        self.reports.append(replay(self.url, chunk, rate=0, concurrency=2, keep_ids=True))
+        self.sent += len(chunk)
+        if not wait_logged(self.tail, chunk.ids, shadow=self.backend.read().shadow is not None):
+            self.say(f"  (the decision log did not show all {len(chunk):,} decisions of the batch within 30 s)")
+        _next_second()
+        for _ in range(20):
+            action = self.controller.run_once()
+            if not action.acts:
+                break
+            self.events.append(action.event)
+            self.say(f"  after {self.sent:,} transactions: {action.event}")
+
+    def run_until(self, done: Callable[[], bool]) -> bool:
+        while not done() and self.left > 0:
+            self.step()
+        return done()
+
+
 def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_data: Path, candidate_version: int,
-                     *, plan_path: str | None = None, port: int | None = None, rate: float = 0.0,
-                     concurrency: int = 2, bad_countries: int = 2, bad_threshold: float = 0.02,
-                     out: TextIO | None = None, phase_timeout: float = 180.0) -> int:
+                     *, plan_path: str | None = None, port: int | None = None, batch: int = 1000,
+                     bad_countries: int = 2, bad_threshold: float = 0.02, out: TextIO | None = None) -> int:
     """The rollout demo; 0 when the candidate reached production, the bad candidate was rolled
-    back by a guard, no replayed request failed and the decision log holds each decision once."""
+    back by a guard, no replayed request failed and the decision log holds each decision once.
+
+    replay_data: the live traffic (transactions after the release's test window, with
+    features and labels), replayed in time order, each transaction once, in lock-step with
+    the controller (see LockStep)."""
     from ratchet.registry import Registry
     from ratchet.rollout.backends.local import LocalProcessBackend, ServeCommand
     from ratchet.rollout.cli import promote, render_status, status
     from ratchet.rollout.controller import Controller
     from ratchet.rollout.plan import load_plan
-    from ratchet.serving.replay import ReplayReport, load_transactions, replay, service_fields, write_labels
+    from ratchet.serving.replay import ReplayReport, load_transactions, service_fields, write_labels
 
     out = out or sys.stdout
     started = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[demo] {msg}", file=out, flush=True)
-
-    def event(msg: str) -> None:
-        print(f"  {msg}", file=out, flush=True)
 
     out_dir = Path(out_dir).resolve()
     plan = load_plan(plan_path or _plan_path())
@@ -205,47 +274,39 @@ def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_d
     backend = LocalProcessBackend(
         f"http://127.0.0.1:{port or free_port()}", out_dir,
         serve=ServeCommand(reg.tracking_uri, model_name, decision_log=str(decisions),
-                           extra_args=("--log-rotate-seconds", "1", "--log-rotate-rows", "20000"),
+                           extra_args=("--log-rotate-seconds", "0.5", "--log-rotate-rows", "20000",
+                                       "--shadow-timeout-ms", "5000"),
                            log_file=str(out_dir / "decision-service.log")))
     say(f"rollout: starting the decision service on {backend.url} (production: @production = v{production}); "
         f"decision log {decisions}")
-    stop = threading.Event()
-    report: list[ReplayReport] = []
-    replayer: threading.Thread | None = None
     promoted = caught = False
     bad: int | None = None
+    drive_: LockStep | None = None
+    gone = ("rolled_back", "retired", "rejected")
     try:
         backend.start()
-        # in the order they happened, like live traffic (and no peeking at a lucky shuffle)
         data = load_transactions(replay_data, service_fields(backend.url), order_by="ts")
-        # the test window ends `maturity_days` before the release date: its labels are mature
-        labels = data.labels_frame(len(data) * 4)
+        labels = data.labels_frame()
         write_labels(labels, out_dir / "replay-labels.parquet")
         skipped = f"; {sum(data.skipped.values())} rows left out, the service would reject them " \
                   f"({', '.join(f'{k} out of range' for k in data.skipped)})" if data.skipped else ""
-        say(f"rollout: replaying {len(data):,} held-out transactions (the release's test window, in time order) "
-            f"{'as fast as the service answers' if not rate else f'at {rate:g}/s'}{skipped}")
-        replayer = threading.Thread(target=lambda: report.append(
-            replay(backend.url, data, rate=rate, loop=True, concurrency=concurrency, stop=stop, keep_ids=True)),
-            name="replay", daemon=True)
-        replayer.start()
-
+        say(f"rollout: live traffic = {len(data):,} transactions after the release's test window, in time order, "
+            f"each sent once, {batch:,} at a time; the controller acts between batches{skipped}")
+        tail = DecisionLogTail(decisions)
         ctrl = Controller(reg, backend, plan, live_observer(DecisionLogTail(decisions), plan, labels),
                           actor="ratchet controller (demo)", out=io.StringIO())
         say(f"rollout: controller, plan {Path(plan.path).name} (mode {plan.mode}): v{candidate_version} @staging -> "
             "shadow -> canary " + "/".join(f"{s.weight:g}" for s in plan.steps) + "% -> production")
-        every = min(plan.interval, 2.0)
-        gone = ("rolled_back", "retired", "rejected")
-        drive(ctrl, lambda: (reg.alias_version("production") == candidate_version
-                             and reg.alias_version("canary") is None)
-              or reg.tags(candidate_version).get("state") in gone, timeout=phase_timeout, every=every, say=event)
-        promoted = reg.alias_version("production") == candidate_version
+        drive_ = LockStep(backend.url, data, tail, ctrl, backend, batch=batch, say=lambda m: print(m, file=out, flush=True))
+        promoted = drive_.run_until(lambda: (reg.alias_version("production") == candidate_version
+                                             and reg.alias_version("canary") is None)
+                                    or reg.tags(candidate_version).get("state") in gone)
+        promoted = promoted and reg.alias_version("production") == candidate_version
         if not promoted:
             tags = reg.tags(candidate_version)
             say(f"rollout: v{candidate_version} did not reach production "
-                f"({tags.get('state')}: {tags.get('rollback.reason', 'timed out')})")
+                f"({tags.get('state')}: {tags.get('rollback.reason', 'live traffic ran out')})")
         else:
-            # the bad candidate: the right model with a wrong threshold table for two countries' merchants
             frame = _merchant_countries(replay_data)
             top = list(frame["country"].value_counts().index[:bad_countries])
             merchants = sorted(frame.loc[frame["country"].isin(top), "merchant_id"].unique())
@@ -257,33 +318,29 @@ def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_d
                 f"({bad_threshold:g} for the {len(merchants)} merchants of {'/'.join(top)}); "
                 "a person puts it at @canary")
             say(promote(reg, bad, "canary", actor="demo user", reason="new merchant threshold table"))
-            drive(ctrl, lambda: reg.tags(bad).get("state") in gone or reg.alias_version("production") == bad,
-                  timeout=phase_timeout, every=every, say=event)
+            drive_.run_until(lambda: reg.tags(bad).get("state") in gone or reg.alias_version("production") == bad)
             tags = reg.tags(bad)
             caught = tags.get("state") == "rolled_back" and "block rate" in tags.get("rollback.reason", "")
             if not caught:
                 say(f"rollout: v{bad} was not rolled back by the block-rate guard (state {tags.get('state')})")
-            time.sleep(1.0)  # a little traffic on the restored configuration
-        stop.set()
-        replayer.join(30)
         print(render_status(status(reg, backend)), file=out)
         print("local deployment history (revision, what ran, why):", file=out)
         for line in backend.history():
             print(f"  {line}", file=out)
     finally:
-        stop.set()
-        if replayer is not None:
-            replayer.join(30)
         code = backend.stop()
         if code is not None:
             say(f"rollout: decision service stopped (exit {code}), decision log flushed")
-    if not report:
-        say("rollout: the replay did not finish")
+    if drive_ is None or not drive_.reports:
+        say("rollout: the replay did not run")
         return 1
-    rep = report[0]
+    rep = ReplayReport.combine(drive_.reports)
     say(rep.summary())
     check = check_decision_log(decisions, rep.ok_ids)
     say(check.text())
+    (out_dir / "rollout-events.txt").write_text("\n".join(drive_.events) + "\n", encoding="utf-8")
+    say(f"rollout: {len(drive_.events)} controller events in {out_dir / 'rollout-events.txt'} "
+        f"(after {drive_.sent:,} of {len(drive_.data):,} transactions)")
     ok = promoted and caught and rep.failed == 0 and check.exactly_once
     say(f"rollout: {'as expected' if ok else 'NOT as expected'}: v{candidate_version} "
         f"{'promoted' if promoted else 'not promoted'}, "

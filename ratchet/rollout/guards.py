@@ -10,28 +10,30 @@ were breached and which could not be judged yet, with the numbers that decided i
     (True, 'block rate BR +50% > 10%')
 
 Block rates: per slice value (country by default), canary vs production on the same
-window (and the same cohort). A slice fails only when the Newcombe interval on the
-difference (ratchet.evaluate.stats.newcombe, reused) lies entirely beyond the
-allowance -- the same rule as the contract's rate_stability clause -- so noise in a
-small country neither passes nor rolls back silently; below min_support it is "not
-judged". Error rate: breached when the Wilson lower bound exceeds the maximum. Both intervals are
-drawn at a level that grows with each doubling of the evidence (sequential_confidence,
-evidence_look), so re-checking every pass does not inflate false rollbacks; block-rate intervals are also
-Bonferroni-corrected over the slices judged, so thirty healthy countries do not give
-thirty chances of a false rollback. p99
-latency: breached when the point estimate exceeds the maximum with enough decisions.
+window (and the same cohort), or the shadow vs the served decision on the same units
+(paired: only the discordant units carry information). Each slice is three-valued like a
+contract clause: pass when the interval lies within the allowance, fail when it lies
+entirely beyond it -- credible after Holm's correction over the slices judged, so thirty
+healthy countries do not give thirty chances of a false rollback -- else inconclusive;
+below min_support "not judged". Error rate: breached when the interval's lower end exceeds
+the maximum. Every interval is a confidence sequence (ratchet.evaluate.stats.cs_multiplier:
+Robbins' normal mixture, Waudby-Smith et al. 2024), valid at every look at once, so a
+controller that re-checks on every pass, after any number of decisions, keeps the chance
+of a false rollback of a healthy version within 1 - confidence. p99 latency: breached
+when the point estimate exceeds the maximum with enough decisions.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from ratchet.evaluate.stats import newcombe, wilson, z_two_sided
+from ratchet.evaluate.stats import (
+    TUNE_FACTOR, cs_alpha, cs_alpha_at, cs_multiplier, holm, paired_difference, rate_se, symmetric_p, z_two_sided,
+)
 from ratchet.rollout.plan import BlockRateGuard, Guards
 from ratchet.rollout.state import Cohort, Observations, RoleStats, ShadowReview, SliceCounts, iso
 
@@ -41,7 +43,7 @@ ROLES = ("production", "canary", "shadow")
 @dataclass(frozen=True)
 class Check:
     name: str            # block_rate[FR], error_rate, p99_latency_ms
-    status: str          # pass | fail | not_judged
+    status: str          # pass | fail | inconclusive | not_judged
     text: str            # "block rate FR +2.1% <= 10%"
     excess: float = 0.0  # how far beyond the limit relative to the limit (for picking the headline)
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -66,10 +68,13 @@ class GuardVerdict:
         """The check that decided: the worst breach, else the closest call among judged checks."""
         if self.breaches:
             return ", ".join(c.text for c in sorted(self.breaches, key=lambda c: -c.excess)[:2])
-        judged = [c for c in self.checks if c.status == "pass"]
+        judged = [c for c in self.checks if c.status in ("pass", "inconclusive")]
         rates = [c for c in judged if c.name.startswith("block_rate")]
         if rates:  # the business check speaks first; error rate and latency only when they breach
             return max(rates, key=lambda c: c.excess).text
+        unjudged = [c for c in self.checks if c.name.startswith("block_rate") and c.status == "not_judged"]
+        if unjudged:  # say so rather than let latency speak for a guard that could not judge
+            return max(unjudged, key=lambda c: c.evidence.get("support", 0)).text
         if judged:
             return max(judged, key=lambda c: c.excess).text
         if self.checks:
@@ -88,78 +93,84 @@ def _pct(x: float) -> str:
     return f"{x:+.1%}" if abs(x) < 0.1 else f"{x:+.0%}"
 
 
-def sequential_confidence(confidence: float, look: int) -> float:
-    """The confidence for the `look`-th check (1, 2, ...) of a step.
-
-    The controller re-checks the guards on every pass; at a fixed level, a healthy canary
-    would sooner or later show a "credible" breach by chance. Spending the error rate
-    alpha = 1 - confidence as alpha * 6 / (pi^2 k^2) on look k keeps the chance of any
-    false breach over all the looks within alpha (the terms sum to alpha).
-    """
-    alpha = 1.0 - confidence
-    return 1.0 - alpha * 6.0 / (math.pi ** 2 * max(1, look) ** 2)
+def _cs_interval(d: np.ndarray, se: np.ndarray, t: np.ndarray, min_support: int):  # noqa: ANN202
+    """z -> the confidence sequence d ± multiplier * se at the alpha of quantile z (anytime-valid)."""
+    t_star = TUNE_FACTOR * max(1, min_support)
+    return lambda z: (d - cs_multiplier(t, cs_alpha(z), t_star) * se, d + cs_multiplier(t, cs_alpha(z), t_star) * se)
 
 
-def evidence_look(decisions: int, unit: int) -> int:
-    """Looks counted by evidence, not by pass: one per doubling of the decisions from `unit`.
+def _block_rate_checks(counts: tuple[SliceCounts, ...], role: str, br: BlockRateGuard) -> list[Check]:
+    """Per slice: pass (the confidence sequence lies within the allowance), fail (beyond it,
+    credible after Holm over the judged slices) or inconclusive; not judged below min_support."""
+    alpha = 1.0 - br.confidence
+    k1 = np.array([c.base_blocks for c in counts], float)
+    n1 = np.array([c.base_n for c in counts], float)
+    k2 = np.array([c.blocks for c in counts], float)
+    n2 = np.array([c.n for c in counts], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pb, pc = k1 / n1, k2 / n2
+    paired = all(c.pairs is not None for c in counts)
+    if paired:  # the shadow: both decisions of the same units
+        t = np.array([c.pairs for c in counts], float)
+        d, se = paired_difference(np.array([c.only_candidate for c in counts], float),
+                                  np.array([c.only_base for c in counts], float), t)
+    else:       # the canary: its own cards against production's
+        t = np.minimum(n1, n2)
+        d, se = pc - pb, np.hypot(rate_se(k2, n2), rate_se(k1, n1))
+    allow = np.array([br.allowance(x) if np.isfinite(x) else 0.0 for x in pb])
+    judged = np.minimum(n1, n2) >= br.min_support
+    interval_at = _cs_interval(d, se, t, br.min_support)
+    t_star = TUNE_FACTOR * max(1, br.min_support)
+    with np.errstate(invalid="ignore"):
+        p_pass, p_fail = symmetric_p(d, se, -allow, allow, lambda x: cs_alpha_at(x, t, t_star))
+        lo, hi = interval_at(np.full(len(counts), z_two_sided(br.confidence)))
+    fail = holm(p_fail, alpha, judged)
+    m = int(judged.sum())
+    checks = []
+    for i, c in enumerate(counts):
+        name = f"block_rate[{c.slice}]"
+        if not judged[i]:
+            checks.append(Check(name, "not_judged",
+                                f"block rate {c.slice} not judged (support {min(c.n, c.base_n)} < {br.min_support})",
+                                evidence={"support": min(c.n, c.base_n)}))
+            continue
+        diff = pc[i] - pb[i]
+        rel = diff / pb[i] if pb[i] > 0 else (0.0 if diff == 0 else float("inf"))
+        limit_rel = allow[i] / pb[i] if pb[i] > 0 else float("inf")
+        status = "fail" if fail[i] else ("pass" if p_pass[i] <= alpha else "inconclusive")
+        limit_txt = f"{limit_rel:.0%}" if np.isfinite(limit_rel) else f"{allow[i]:g} absolute"
+        rel_txt = _pct(rel) if np.isfinite(rel) else f"{diff:+.4f}"
+        text = f"block rate {c.slice} {rel_txt} {'>' if status == 'fail' else '≤'} {limit_txt}"
+        if status != "fail" and abs(diff) > allow[i]:
+            text += " (not credible)"
+        elif status == "inconclusive":
+            text += " (inconclusive)"
+        checks.append(Check(name, status, text,
+                            excess=(abs(diff) - allow[i]) / allow[i] if allow[i] > 0 else abs(diff),
+                            evidence={"production": [c.base_blocks, c.base_n], role: [c.blocks, c.n],
+                                      **({"pairs": c.pairs, "discordant": [c.only_candidate, c.only_base]}
+                                         if paired else {}),
+                                      "difference": round(float(diff), 6),
+                                      "interval": [round(float(lo[i]), 6), round(float(hi[i]), 6)],
+                                      "allowance": round(float(allow[i]), 6), "p_fail": round(float(p_fail[i]), 6),
+                                      "method": f"confidence sequence, Holm over {m}"}))
+    return checks
 
-    Passes between two doublings re-test nearly the same data (their results are almost
-    the same), so they are counted as one look; a controller that was down, or passes an
-    hour apart, do not change the count. An approximation of a group-sequential design in
-    which the k-th look happens at unit * 2^(k-1) decisions."""
-    if decisions <= unit or unit <= 0:
-        return 1
-    return 1 + int(math.floor(math.log2(decisions / unit)))
 
-
-def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] | None = None,
-          look: int | None = None) -> GuardVerdict:
+def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] | None = None) -> GuardVerdict:
     """Judge one role's observations against the guards (all of them, or `names`). Pure.
 
-    look: which check this is (see sequential_confidence); by default counted from the
-    role's decisions (evidence_look, from the block-rate guard's min_support). The block
-    rate and error rate intervals are drawn at the confidence for that look."""
+    Block rate and error rate are judged with confidence sequences (anytime-valid: the
+    controller may look after every decision without inflating false rollbacks), block
+    rates with Holm's correction over the slices judged (see ratchet.evaluate.stats)."""
     use = set(names) if names is not None else {"block_rate", "error_rate", "p99_latency_ms"}
     stats: RoleStats = obs.role(role)
     checks: list[Check] = []
     br = guards.block_rate
-    if look is None:
-        look = evidence_look(stats.decisions, (br or BlockRateGuard()).min_support)
     if br is not None and "block_rate" in use:
         counts = obs.block_counts.get(role, ())
         if counts:
-            k1 = np.array([c.base_blocks for c in counts], float)
-            n1 = np.array([c.base_n for c in counts], float)
-            k2 = np.array([c.blocks for c in counts], float)
-            n2 = np.array([c.n for c in counts], float)
-            # Bonferroni over the slices judged: any one country breaching by chance would roll back
-            judged = max(1, int((np.minimum(n1, n2) >= br.min_support).sum()))
-            level = 1.0 - (1.0 - sequential_confidence(br.confidence, look)) / judged
-            lo, hi = newcombe(k1, n1, k2, n2, z_two_sided(level))
-            for i, c in enumerate(counts):
-                name = f"block_rate[{c.slice}]"
-                if min(c.n, c.base_n) < br.min_support:
-                    checks.append(Check(name, "not_judged",
-                                        f"block rate {c.slice} not judged (support {min(c.n, c.base_n)} < {br.min_support})"))
-                    continue
-                pb, pc = c.base_blocks / c.base_n, c.blocks / c.n
-                allow = br.allowance(pb)
-                diff = pc - pb
-                rel = diff / pb if pb > 0 else (0.0 if diff == 0 else float("inf"))
-                limit_rel = allow / pb if pb > 0 else float("inf")
-                fail = bool(lo[i] > allow or hi[i] < -allow)
-                limit_txt = f"{limit_rel:.0%}" if np.isfinite(limit_rel) else f"{allow:g} absolute"
-                rel_txt = _pct(rel) if np.isfinite(rel) else f"{diff:+.4f}"
-                text = f"block rate {c.slice} {rel_txt} {'>' if fail else '≤'} {limit_txt}"
-                if not fail and abs(diff) > allow:
-                    text += " (not credible)"
-                checks.append(Check(name, "fail" if fail else "pass", text,
-                                    excess=(abs(diff) - allow) / allow if allow > 0 else abs(diff),
-                                    evidence={"production": [c.base_blocks, c.base_n], role: [c.blocks, c.n],
-                                              "difference": round(diff, 6),
-                                              "interval": [round(float(lo[i]), 6), round(float(hi[i]), 6)],
-                                              "allowance": round(allow, 6), "look": look,
-                                              "confidence": round(level, 6)}))
+            checks += _block_rate_checks(counts, role, br)
         else:
             checks.append(Check("block_rate", "not_judged", f"block rate not judged (no {role} decisions yet)"))
     if guards.max_error_rate is not None and "error_rate" in use:
@@ -167,16 +178,20 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
         if stats.decisions == 0:
             checks.append(Check("error_rate", "not_judged", f"error rate not judged (no {role} decisions)"))
         else:
-            level = sequential_confidence(guards.confidence, look)
-            low, _ = wilson(np.array([stats.errors]), np.array([stats.decisions]), z_two_sided(level))
-            fail = bool(low[0] > mx)
             rate = stats.error_rate
+            t = np.array([float(stats.decisions)])
+            unit = (br or BlockRateGuard()).min_support
+            se = rate_se(np.array([stats.errors]), t)
+            interval_at = _cs_interval(np.array([rate]), se, t, unit)
+            _, p_fail = symmetric_p(np.array([rate]), se, np.array([-np.inf]), np.array([mx]),
+                                    lambda x: cs_alpha_at(x, t, TUNE_FACTOR * unit))
+            fail = bool(p_fail[0] <= 1.0 - guards.confidence)
+            low, _ = interval_at(np.array([z_two_sided(guards.confidence)]))
             checks.append(Check("error_rate", "fail" if fail else "pass",
                                 f"error rate {rate:.2%} {'>' if fail else '≤'} {mx:.2%}",
                                 excess=(rate - mx) / mx if mx > 0 else rate,
                                 evidence={"errors": stats.errors, "decisions": stats.decisions,
-                                          "wilson_low": round(float(low[0]), 6), "look": look,
-                                          "confidence": round(level, 6)}))
+                                          "cs_low": round(float(low[0]), 6), "p_fail": round(float(p_fail[0]), 6)}))
     if guards.max_p99_latency_ms is not None and "p99_latency_ms" in use:
         mx = guards.max_p99_latency_ms
         if stats.p99_latency_ms is None or stats.decisions < guards.latency_min_decisions:
@@ -218,7 +233,8 @@ def observe_decisions(log, *, since: datetime | None = None, until: datetime | N
     (allow|block), optional latency_ms, status/error, and the `per` column. The canary is
     compared with production on the same window and, when the plan names a cohort, on
     that cohort only (production rows outside it are not the same traffic). The shadow
-    is compared with production on the same requests (it scores every request).
+    is compared with the served decision of the same units (request_id, or card_id for a
+    log counted per card): paired counts (SliceCounts.pairs, only_candidate, only_base).
     """
     import pandas as pd
 
@@ -256,6 +272,11 @@ def observe_decisions(log, *, since: datetime | None = None, until: datetime | N
             if not cand_mask.any():
                 continue
             key = df[per].astype(str).to_numpy()
+            unit = "request_id" if "request_id" in df.columns else ("card_id" if "card_id" in df.columns else None)
+            if role == "shadow" and unit is not None:
+                served = np.isin(role_col, ("production", "canary")) & ok
+                blocks[role] = _paired_counts(df[unit].to_numpy(), key, blocked, served, cand_mask)
+                continue
             b = pd.DataFrame({"k": key[base_mask], "x": blocked[base_mask]}).groupby("k")["x"].agg(["sum", "count"])
             c = pd.DataFrame({"k": key[cand_mask], "x": blocked[cand_mask]}).groupby("k")["x"].agg(["sum", "count"])
             both = b.join(c, how="outer", lsuffix="_b", rsuffix="_c").fillna(0)
@@ -265,8 +286,26 @@ def observe_decisions(log, *, since: datetime | None = None, until: datetime | N
                         window_start=iso(since) if since else None, per=per)
 
 
+def _paired_counts(unit: np.ndarray, key: np.ndarray, blocked: np.ndarray, served: np.ndarray,
+                   shadow: np.ndarray) -> tuple[SliceCounts, ...]:
+    """Per slice: the shadow's and the served decision of the same units (requests or cards)."""
+    import pandas as pd
+
+    b = pd.DataFrame({"u": unit[served], "k": key[served], "b": blocked[served]}).groupby("u").agg(
+        k=("k", "first"), b=("b", "max"))
+    c = pd.DataFrame({"u": unit[shadow], "c": blocked[shadow]}).groupby("u")["c"].max()
+    j = b.join(c, how="inner")
+    j["oc"], j["ob"] = j["c"] & ~j["b"], j["b"] & ~j["c"]
+    g = j.groupby("k")[["b", "c", "oc", "ob"]].agg(["sum", "count"])
+    return tuple(SliceCounts(str(k), int(r[("b", "count")]), int(r[("b", "sum")]), int(r[("c", "count")]),
+                             int(r[("c", "sum")]), pairs=int(r[("b", "count")]), only_candidate=int(r[("oc", "sum")]),
+                             only_base=int(r[("ob", "sum")])) for k, r in g.sort_index().iterrows())
+
+
 def review_shadow(log, labels, contract_path: str, *, min_labelled: int = 1) -> ShadowReview:  # noqa: ANN001
-    """Judge the contract on shadow decisions joined with matured labels.
+    """Judge the contract on shadow decisions joined with matured labels, with confidence
+    sequences (the controller looks on every pass): failed on a credible blocking failure,
+    else passed, with the clause[slice] keys shown to pass (they resolve open questions).
 
     `labels`: request_id, label (0/1) for requests whose label has matured. Production
     rows give baseline_score/baseline_threshold, shadow rows candidate_score/
@@ -286,12 +325,19 @@ def review_shadow(log, labels, contract_path: str, *, min_labelled: int = 1) -> 
     if len(joined) < min_labelled:
         return ShadowReview("pending", f"{len(joined)} shadow decisions with matured labels (< {min_labelled})")
     try:
-        verdict = evaluate_contract(load_contract(contract_path), joined)
+        verdict = evaluate_contract(load_contract(contract_path), joined, sequential=True)
     except RatchetError as exc:
         return ShadowReview("pending", f"contract not judged yet: {exc}")
+    blocking = [r for r in verdict.results if r.severity == "block"]
+    passed = frozenset(r.key for r in blocking if r.status == "pass")
+    below = frozenset(r.key for r in blocking if r.status == "not_judged")
+    counts = {s: sum(1 for r in blocking if r.status == s) for s in ("pass", "inconclusive", "not_judged")}
     fails = verdict.failures()
     if fails:
         return ShadowReview("failed", "; ".join(r.sentence() for r in fails[:2]),
-                            {"rows": len(joined), "failures": [r.sentence() for r in fails[:8]]})
-    return ShadowReview("passed", f"contract {contract_path} held on {len(joined):,} labelled shadow decisions",
-                        {"rows": len(joined)})
+                            {"rows": len(joined), "failures": [r.sentence() for r in fails[:8]]},
+                            passed_keys=passed, below_support=below)
+    return ShadowReview("passed", f"no credible failure on {len(joined):,} labelled shadow decisions "
+                                  f"({counts['pass']} pass, {counts['inconclusive']} inconclusive, "
+                                  f"{counts['not_judged']} not judged)",
+                        {"rows": len(joined), **counts}, passed_keys=passed, below_support=below)

@@ -120,9 +120,23 @@ def per_card(log, keys: Sequence[str]):  # noqa: ANN001, ANN201 - pandas DataFra
     return pd.DataFrame(g.drop(columns=["_blk"]))
 
 
+def once_per_payment(log):  # noqa: ANN001, ANN201 - pandas DataFrame in and out
+    """Each payment counted once per role: the first row of every (role, transaction_id).
+
+    A replay that loops (`ratchet replay --loop`) or a client that retries sends a payment
+    again under a new request id; evidence must not grow with it. Rows without a
+    transaction_id fall back to their request id."""
+    if not len(log) or "transaction_id" not in log.columns:
+        return log
+    key = log["transaction_id"].astype(object).where(log["transaction_id"].notna(), log["request_id"])
+    first = ~log.assign(_k=key.to_numpy())[["role", "_k"]].duplicated(keep="first").to_numpy()
+    return log if first.all() else log[first]
+
+
 def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, labels=None):  # noqa: ANN001, ANN201
     """observe(fact, windows) for the Controller from a live decision log: guards per role
-    from the start of its current step (block rates counted per card, see per_card), and
+    from the start of its current step (each payment once, see once_per_payment; block
+    rates counted per card, see per_card), and
     the shadow review on matured `labels` (request_id, label) when the plan names a
     contract, pending until the labelled shadow decisions can judge the whole population."""
     import pandas as pd
@@ -138,7 +152,7 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
         return log if t is None else log[(pd.to_datetime(log["ts"], utc=True) >= pd.Timestamp(t)).to_numpy()]
 
     def observe(fact: DeploymentState, windows: dict[str, datetime | None]) -> Observations:
-        log = tail.frame()
+        log = once_per_payment(tail.frame())
         if not len(log):
             return Observations(per=per)
         cw, sw = since(log, windows.get("canary")), since(log, windows.get("shadow"))

@@ -87,6 +87,12 @@ class CanaryStep:
     min_decisions: int   # canary decisions at this weight before the next gate
 
 
+#: What happens to open questions still unresolved when the shadow reaches max_decisions:
+#: hold for a person (`ratchet approve V --waive ...`), or (auto mode only) waive the ones
+#: that stayed below their min_support, or waive every one; a waiver is always recorded.
+AT_MAX = ("hold", "waive_below_support", "waive")
+
+
 @dataclass(frozen=True)
 class ShadowPhase:
     min_duration: float = 0.0
@@ -94,6 +100,8 @@ class ShadowPhase:
     contract: str | None = None          # resolved path of the contract judged on matured labels
     guards: tuple[str, ...] = ("block_rate", "error_rate")  # label-free checks on shadow decisions
     from_staging: bool = True            # in auto mode, @staging enters shadow when the slots are free
+    max_decisions: int | None = None     # shadow decisions after which open questions go to `at_max`
+    at_max: str = "hold"                 # one of AT_MAX
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,8 @@ def _build(doc: YamlDoc) -> RolloutPlan:
         raise doc.error(("interval",), "must be positive")
 
     s = _mapping(doc, ("shadow",), d.get("shadow"))
-    _get(doc, ("shadow",), s, ("min_duration", "min_decisions", "contract", "guards", "from_staging"))
+    _get(doc, ("shadow",), s, ("min_duration", "min_decisions", "contract", "guards", "from_staging",
+                               "max_decisions", "at_max"))
     contract = s.get("contract")
     if contract is not None:
         if not isinstance(contract, str):
@@ -250,10 +259,24 @@ def _build(doc: YamlDoc) -> RolloutPlan:
     fs = s.get("from_staging", True)
     if not isinstance(fs, bool):
         raise doc.error(("shadow", "from_staging"), "expected true or false")
+    min_dec = int(_number(doc, ("shadow", "min_decisions"), s.get("min_decisions", 0), lo=0, integer=True))
+    max_dec = None
+    if s.get("max_decisions") is not None:
+        max_dec = int(_number(doc, ("shadow", "max_decisions"), s["max_decisions"], lo=1, integer=True))
+        if max_dec < min_dec:
+            raise doc.error(("shadow", "max_decisions"), f"must be at least min_decisions ({min_dec}), got {max_dec}")
+    at_max = s.get("at_max", "hold")
+    if at_max not in AT_MAX:
+        raise doc.error(("shadow", "at_max"), f"expected one of {', '.join(AT_MAX)}, got {at_max!r}")
+    if at_max != "hold" and d.get("mode", "suggest") != "auto":
+        raise doc.error(("shadow", "at_max"), f"'{at_max}' decides without a person, so it needs mode: auto; "
+                        "in suggest mode open questions wait for `ratchet approve VERSION --waive ... --reason ...`")
+    if at_max != "hold" and max_dec is None:
+        raise doc.error(("shadow", "at_max"), "needs shadow.max_decisions: when to apply it")
     shadow = ShadowPhase(
         min_duration=_duration(doc, ("shadow", "min_duration"), s.get("min_duration", 0), scale),
-        min_decisions=int(_number(doc, ("shadow", "min_decisions"), s.get("min_decisions", 0), lo=0, integer=True)),
-        contract=contract, guards=tuple(sg), from_staging=fs,
+        min_decisions=min_dec, contract=contract, guards=tuple(sg), from_staging=fs,
+        max_decisions=max_dec, at_max=at_max,
     )
 
     c = _mapping(doc, ("canary",), d.get("canary"), required=True)

@@ -17,17 +17,20 @@ action (its progress tag moved, its alias moved or the deployment now matches).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from ratchet.rollout.actions import (
     Action, Advance, AdoptOutsideChange, AwaitApproval, Deploy, Op, Promote, Record, Rollback,
-    StartCanary, StartShadow, Wait,
+    StartCanary, StartShadow, Wait, Waive,
 )
 from ratchet.rollout.guards import GuardVerdict, judge
 from ratchet.rollout.plan import RolloutPlan, format_duration
-from ratchet.rollout.state import DeploymentState, Intent, Observations, Progress, VersionInfo, iso, parse_iso
+from ratchet.rollout.state import (
+    POLICY_WAIVER_TAG, WAIVE_ALL, DeploymentState, Intent, Observations, Progress, VersionInfo, iso, parse_iso,
+)
 
 UNDO = "kubectl rollout undo"
 OUTSIDE = "deployment changed outside ratchet"
@@ -353,12 +356,25 @@ def _shadow(ctx: _Ctx) -> Action | None:
     d = verdict.decisions
     sh = plan.shadow
     if elapsed < sh.min_duration or d < sh.min_decisions:
-        text = (f"v{S} shadow: {format_duration(elapsed)} of {format_duration(sh.min_duration)}, "
-                f"{d:,} of {sh.min_decisions:,} decisions ({verdict.headline})")
+        held = f"{format_duration(elapsed)} of {format_duration(sh.min_duration)}, " if sh.min_duration else ""
+        text = f"v{S} shadow: {held}{d:,} of {sh.min_decisions:,} decisions ({verdict.headline})"
         return Wait(reason=text, event=text, version=S, at=ctx.at)
-    if sh.contract and (review is None or review.status != "passed"):
-        text = f"v{S} shadow: waiting for the contract on matured labels ({review.summary if review else 'no review yet'})"
-        return Wait(reason=text, event=text, version=S, at=ctx.at)
+    passed = review.passed_keys if review is not None else frozenset()
+    open_ = info.unresolved(passed)
+    waived_all = WAIVE_ALL in info.waived
+    review_ok = not sh.contract or waived_all or (review is not None and review.status == "passed")
+    if open_ or not review_ok:
+        what = _open_text(info, open_, passed, review, review_ok)
+        if sh.max_decisions is None or d < sh.max_decisions:
+            limit = f" of at most {sh.max_decisions:,}" if sh.max_decisions else ""
+            text = f"v{S} shadow: {what}; {d:,}{limit} decisions"
+            return Wait(reason=text, event=text, version=S, at=ctx.at)
+        below = review.below_support if review is not None else frozenset()
+        if sh.at_max == "waive" or (sh.at_max == "waive_below_support" and review_ok and open_ <= below):
+            return _waive(ctx, S, p, open_, d, what)
+        text = (f"v{S} shadow reached {d:,} decisions with {what}; waiting for a person: "
+                f"`ratchet approve {S} --waive KEY|all --reason ...` (or `ratchet rollback --stage shadow`)")
+        return AwaitApproval(reason=text, event=text, version=S, at=ctx.at, gate="waive")
     if C is not None:
         text = f"v{S} shadow done; the canary slot is busy with v{C}"
         return Wait(reason=text, event=text, version=S, at=ctx.at)
@@ -366,10 +382,40 @@ def _shadow(ctx: _Ctx) -> Action | None:
         text = (f"v{S} shadow ready for canary {_w(plan.steps[0].weight)}: {verdict.headline}; "
                 f"waiting for `ratchet approve {S}`" + (f" ({p.paused})" if p.paused else ""))
         return AwaitApproval(reason=text, event=text, version=S, at=ctx.at, gate="canary:0")
-    why = f"shadow held {format_duration(elapsed)} on {d:,} decisions ({verdict.headline})"
-    if review is not None and review.summary:
+    held = f"{format_duration(elapsed)} " if sh.min_duration else ""
+    why = f"shadow held {held}on {d:,} decisions ({verdict.headline})"
+    if info.open_questions:
+        why += (f"; open questions: {len(info.open_questions & passed)} resolved as pass, "
+                f"{len(info.open_questions - passed)} waived")
+    elif review is not None and review.summary:
         why += f"; {review.summary}"
     return _start_canary(ctx, S, p.run, from_shadow=True, why=why)
+
+
+def _open_text(info: VersionInfo, open_: frozenset[str], passed: frozenset[str], review: Any, review_ok: bool) -> str:
+    """'3 of 204 open questions unresolved (country_block_rate_stable[country=DE], ...)', and the review's state."""
+    parts = []
+    if open_:
+        first = ", ".join(sorted(open_)[:3]) + (", ..." if len(open_) > 3 else "")
+        parts.append(f"{len(open_)} of {len(info.open_questions)} open questions unresolved "
+                     f"({len(info.open_questions & passed)} resolved as pass; {first})")
+    if not review_ok:
+        parts.append(f"waiting for the contract on matured labels ({review.summary if review is not None else 'no review yet'})")
+    return "; ".join(parts)
+
+
+def _waive(ctx: _Ctx, S: int, p: Progress, open_: frozenset[str], d: int, what: str) -> Action:
+    """The plan's declared policy waives the open questions still unresolved at max_decisions (recorded)."""
+    sh = ctx.plan.shadow
+    keys = [WAIVE_ALL] if sh.at_max == "waive" else sorted(open_)
+    aid = f"v{S}:r{p.run}:waive"
+    why = (f"plan policy at_max={sh.at_max} at {d:,} shadow decisions (max_decisions {sh.max_decisions:,}): "
+           f"waived {what}")
+    entry = {"by": f"plan {ctx.plan.name} (at_max: {sh.at_max})", "at": ctx.at, "reason": why, "keys": keys}
+    ops = (Op("set_tags", version=S, tags={POLICY_WAIVER_TAG: json.dumps(entry)}),)
+    return Waive(reason=why, event=f"waive open questions of v{S}: {why}", version=S, id=aid, at=ctx.at, ops=ops,
+                 records=_keys(aid, [(S, "shadow", "shadow", why, {"waived": keys[:50], "count": len(open_),
+                                                                     "decisions": d})]))
 
 
 def _start_shadow(ctx: _Ctx, V: int, run: int, *, from_staging: bool, why: str) -> Action:

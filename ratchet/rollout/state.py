@@ -122,11 +122,51 @@ class Progress:
             return Progress()
 
 
+#: Version tags that carry the offline verdict's open questions and the waivers of them.
+OPEN_QUESTIONS_TAG = "open_questions"   # JSON list of "clause[slice]" keys
+WAIVED_TAG = "waived"                   # JSON {key or "all": {"by", "reason", "at"}}
+POLICY_WAIVER_TAG = "waived.policy"     # JSON {"by", "at", "reason", "keys": [...]} written by the controller
+WAIVE_ALL = "all"
+
+
+def parse_open_questions(raw: str | None) -> frozenset[str]:
+    """The open-question keys of a version's `open_questions` tag (absent or unreadable: none)."""
+    try:
+        keys = json.loads(raw) if raw else []
+    except ValueError:
+        return frozenset()
+    return frozenset(str(k) for k in keys) if isinstance(keys, list) else frozenset()
+
+
+def parse_waived(raw: str | None, policy: str | None = None) -> dict[str, dict[str, Any]]:
+    """Waivers: key -> who waived it, when and why; from the person's `waived` tag and the
+    plan policy's `waived.policy` tag."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        d = json.loads(raw) if raw else {}
+        if isinstance(d, dict):
+            out.update({str(k): v for k, v in d.items()})
+        pol = json.loads(policy) if policy else {}
+        if isinstance(pol, dict):
+            out.update({str(k): {kk: vv for kk, vv in pol.items() if kk != "keys"} for k in pol.get("keys", [])})
+    except ValueError:
+        pass
+    return out
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     state: str = ""
     progress: Progress = field(default_factory=Progress)
     approvals: frozenset[str] = frozenset()  # gate keys "r{run}:{gate}" a person approved
+    open_questions: frozenset[str] = frozenset()  # the offline verdict's unresolved "clause[slice]" keys
+    waived: frozenset[str] = frozenset()          # keys waived by a person or the plan's policy ("all": every one)
+
+    def unresolved(self, passed: frozenset[str] = frozenset()) -> frozenset[str]:
+        """Open questions neither resolved as pass on live traffic nor waived."""
+        if WAIVE_ALL in self.waived:
+            return frozenset()
+        return self.open_questions - passed - self.waived
 
 
 @dataclass(frozen=True)
@@ -164,15 +204,25 @@ class SliceCounts:
     base_blocks: int
     n: int
     blocks: int
+    #: paired counts (the shadow: both decisions of the same units), else None
+    pairs: int | None = None
+    only_candidate: int | None = None   # units the candidate blocks and production allows
+    only_base: int | None = None        # units production blocks and the candidate allows
 
 
 @dataclass(frozen=True)
 class ShadowReview:
-    """The contract judged on shadow decisions joined with matured labels."""
+    """The contract judged on shadow decisions joined with matured labels (confidence sequences).
+
+    passed: no blocking clause failed credibly on enough labelled decisions; `passed_keys`
+    are the "clause[slice]" results shown to pass (they resolve open questions),
+    `below_support` the blocking ones still under their min_support."""
 
     status: str = "pending"  # pending | passed | failed
     summary: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    passed_keys: frozenset[str] = frozenset()
+    below_support: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

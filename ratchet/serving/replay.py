@@ -56,6 +56,11 @@ class Transactions:
     def __len__(self) -> int:
         return len(self.bodies)
 
+    def rows(self, start: int, stop: int) -> Transactions:
+        """Rows [start, stop) as their own Transactions (the demo replays in fixed-size batches)."""
+        return Transactions(self.bodies[start:stop], self.ids[start:stop],
+                            None if self.labels is None else self.labels[start:stop], self.fields, dict(self.skipped))
+
     def request_id(self, i: int) -> str:
         """The id of the i-th request sent: row i % n, with '.{pass}' after the first pass."""
         n = len(self.ids)
@@ -189,6 +194,28 @@ class ReplayReport:
                 "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 3),
                 "roles": dict(sorted(self.roles.items()))}
 
+    @staticmethod
+    def combine(reports: Sequence[ReplayReport]) -> ReplayReport:
+        """One report for replays run one after another (batches): counts add up; p50 is the
+        median of the batches' p50, p99 the worst batch's p99."""
+        out = ReplayReport(target_rate=reports[0].target_rate if reports else 0.0, ok_ids=set())
+        for r in reports:
+            out.sent += r.sent
+            out.ok += r.ok
+            out.seconds += r.seconds
+            for src, dst in ((r.statuses, out.statuses), (r.errors, out.errors), (r.roles, out.roles)):
+                for k, v in src.items():
+                    dst[k] = dst.get(k, 0) + v
+            if r.ok_ids is not None and out.ok_ids is not None:
+                out.ok_ids |= set(r.ok_ids)
+            else:
+                out.ok_ids = None
+        p50 = [r.p50_ms for r in reports if r.p50_ms is not None]
+        p99 = [r.p99_ms for r in reports if r.p99_ms is not None]
+        out.p50_ms = float(sorted(p50)[len(p50) // 2]) if p50 else None
+        out.p99_ms = max(p99) if p99 else None
+        return out
+
     def summary(self) -> str:
         lat = (f"p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms" if self.p50_ms is not None else "no latency")
         target = "as fast as possible" if not self.target_rate else f"target {self.target_rate:g}/s"
@@ -290,7 +317,8 @@ def replay(url: str, data: Transactions, *, rate: float = 0.0, limit: int | None
         raise RatchetError("nothing to replay: no rows")
     if rate < 0:
         raise RatchetError(f"--rate must be >= 0 (0: as fast as possible), got {rate:g}")
-    total = limit if limit is not None else (None if loop else len(data))
+    # each transaction once unless asked to loop: evidence must never count a payment twice by accident
+    total = (limit if limit is not None else None) if loop else min(limit if limit is not None else len(data), len(data))
     host, port, base = _split(url)
     workers = [_Worker(host, port, base + "/v1/decide", timeout) for _ in range(max(1, concurrency))]
     if keep_ids:

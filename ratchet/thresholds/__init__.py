@@ -11,9 +11,16 @@ and the policy can switch to `mode: auto`.
     >>> s = suggest_thresholds(scored, load_policy("contracts/thresholds.yaml"))
     >>> print(s.to_text())
 
+Given the release's contract, the suggestions also honour its blocking clauses on block
+and approval rates: every judged slice (country, category, top merchant, ...) stays
+within the policy's `contract_target` share of its allowance wherever feasible, and an
+approval whose edits break one is refused unless forced with a reason.
+
 Modules: policy (contracts/thresholds.yaml), optimise (one sorted pass, a threshold per
-group), suggest (the suggestion table and its renderings), ledger (decisions, entries,
-graduation: pure), cycle (registry side: record, approve, review, status), cli, demo.
+group), constraints (the contract's per-slice limits on block rates), repair (thresholds
+moved until they hold), contract_fit (the two joined, and edits re-judged), suggest (the
+suggestion table and its renderings), ledger (decisions, entries, graduation: pure),
+cycle (registry side: record, approve, review, status), cli, demo.
 """
 
 from ratchet.thresholds.ledger import ThresholdError, decide, graduation, parse_edits

@@ -46,13 +46,15 @@ def review_cli(args: argparse.Namespace) -> int:
 
 
 def approve_cli(args: argparse.Namespace) -> int:
-    """`ratchet thresholds approve VERSION [--set M=V ...] [--reject M ...] [--user NAME]`."""
+    """`ratchet thresholds approve VERSION [--set M=V ...] [--reject M ...] [--user NAME]
+    [--force --reason WHY]`."""
     from ratchet.thresholds.cycle import approve_version
     from ratchet.thresholds.ledger import parse_edits
 
     edits = parse_edits(getattr(args, "set", None))
     entry, _ = approve_version(_registry(args), args.version, edits, getattr(args, "reject", None) or [],
-                               actor=_user(args))
+                               actor=_user(args), force=bool(getattr(args, "force", False)),
+                               reason=getattr(args, "reason", None))
     print(approval_text(entry))
     return EXIT_OK
 
@@ -69,6 +71,13 @@ def approval_text(entry: dict) -> str:
             lines.append(f"  edited   {d['merchant']}: {d['suggested']:.4f} -> {d['approved']:.4f}")
         elif d["decision"] == "rejected":
             lines.append(f"  rejected {d['merchant']}: {d['suggested']:.4f} not applied; uses the global threshold")
+    forced = entry.get("forced")
+    if forced:
+        lines.append(f"  FORCED past the contract ({forced['reason']}):")
+        lines += [f"    {c['clause']}, {c['slice']}: block rate {c['baseline']:.2%} -> {c['candidate']:.2%} "
+                  f"(allowance {c['allowance'] * 100:.2f} points)" for c in forced["clauses"]]
+        if forced.get("unjudged"):
+            lines.append("    (not re-judged: the version has no stored scored rows)")
     a = entry["approved"]
     lines.append(f"  in force for version {entry['version']}: global {a['threshold']:.4f}, "
                  f"{len(a['merchant_thresholds'])} merchant thresholds (tags threshold, merchant_thresholds)")
@@ -114,6 +123,10 @@ def add_thresholds_command(sub: argparse._SubParsersAction, registry_arguments) 
     a.add_argument("--reject", action="append", default=[], metavar="MERCHANT",
                    help="do not give MERCHANT its suggested threshold (it uses the global one)")
     a.add_argument("--user", default=None, help="who approves (default $RATCHET_USER, else the login name)")
+    a.add_argument("--force", action="store_true",
+                   help="approve even though the edits move a blocking contract clause's slice beyond its allowance "
+                   "(needs --reason; the ledger records the clauses overridden)")
+    a.add_argument("--reason", default=None, metavar="WHY", help="why the contract is overridden (with --force)")
     a.set_defaults(func=approve_cli)
     s = tsub.add_parser("status", help="history of cycles, acceptance and the graduation rule")
     registry_arguments(s)

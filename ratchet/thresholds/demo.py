@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ratchet.thresholds.cli import approval_text
 from ratchet.thresholds.cycle import approve_version, load_suggestions, review_text, status, status_text
+from ratchet.thresholds.ledger import ThresholdError
 from ratchet.thresholds.policy import DEFAULT_PATH, load_policy
 
 
@@ -14,6 +15,10 @@ def demo_cycle(registry, version: int, out: str | Path | None = None, *, actor: 
     """Print the review table of `version`, approve it as `actor` with one edit (the largest
     merchant's threshold nudged up by 0.01) and one rejection (the second largest), then the
     status. Returns the text printed (also written to out/thresholds-demo.txt when given).
+
+    When the contract refuses that approval (the edit or the rejection moves a blocking
+    clause's slice beyond its allowance), the refusal is shown and the demo approves with
+    less: the edit alone, else the suggestions unchanged.
 
     A version without per-merchant suggestions (bootstrap, or a release where no merchant
     had enough support), or one its gate rejected, is shown and left alone.
@@ -28,14 +33,7 @@ def demo_cycle(registry, version: int, out: str | Path | None = None, *, actor: 
     elif registry.tags(version).get("state") == "rejected":
         parts.append(f"(version {version} was rejected by its gate: its thresholds are not approved)")
     else:
-        edit = own[0]
-        value = min(1.0, round(float(edit["suggested_threshold"]) + 0.01, 4))
-        reject = own[1]["merchant"] if len(own) > 1 else None
-        cmd = f"$ ratchet thresholds approve {version} --set {edit['merchant']}={value:g}" + (
-            f" --reject {reject}" if reject else "") + f" --user {actor}"
-        entry, _ = approve_version(registry, version, {edit["merchant"]: value}, [reject] if reject else [],
-                                   actor=actor)
-        parts += [cmd, approval_text(entry)]
+        parts += _approve(registry, version, own, actor)
     policy = load_policy(project_file(DEFAULT_PATH))
     parts += ["$ ratchet thresholds status", status_text(status(registry, policy))]
     text = "\n".join(parts)
@@ -44,3 +42,21 @@ def demo_cycle(registry, version: int, out: str | Path | None = None, *, actor: 
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "thresholds-demo.txt").write_text(text + "\n", encoding="utf-8")
     return text
+
+
+def _approve(registry, version: int, own: list[dict], actor: str) -> list[str]:
+    """Approve as a person would (one edit, one rejection), stepping back when the contract refuses."""
+    edit = own[0]
+    value = min(1.0, round(float(edit["suggested_threshold"]) + 0.01, 4))
+    reject = [own[1]["merchant"]] if len(own) > 1 else []
+    parts = []
+    for edits, rejects in (({edit["merchant"]: value}, reject), ({edit["merchant"]: value}, []), ({}, [])):
+        cmd = (f"$ ratchet thresholds approve {version}" + "".join(f" --set {m}={v:g}" for m, v in edits.items())
+               + "".join(f" --reject {m}" for m in rejects) + f" --user {actor}")
+        try:
+            entry, _ = approve_version(registry, version, edits, rejects, actor=actor)
+        except ThresholdError as exc:
+            parts += [cmd, str(exc)]
+            continue
+        return parts + [cmd, approval_text(entry)]
+    return parts

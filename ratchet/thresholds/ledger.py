@@ -12,6 +12,10 @@ Decisions, per merchant and per cycle:
 - auto: applied without a person (policy mode: auto).
 The global threshold is a suggestion too, named '*'; it can be edited, not rejected.
 
+An approval whose edits move a blocking contract clause's slice beyond its allowance is
+refused (ratchet.thresholds.cycle); forced through (--force --reason), the entry records
+`forced`: the reason and the clauses, slices and numbers it overrode.
+
 Approving a version that already has an approval writes a new entry that supersedes the
 old one (`supersedes`: its cycle); entries are never rewritten, and graduation counts
 one cycle per version, its latest decision.
@@ -89,6 +93,7 @@ class Approval:
     merchant_thresholds: dict[str, float]
     actor: str
     mode: str
+    forced: dict[str, Any] | None = None  # {"reason": ..., "clauses": [breach, ...]}: contract clauses overridden
 
     def summary(self) -> dict[str, Any]:
         return summarise([d.to_dict() for d in self.decisions])
@@ -166,6 +171,8 @@ def build_entry(approval: Approval, s: Suggestions, *, model: str, version: int,
         "approved": {"threshold": approval.threshold, "merchant_thresholds": approval.merchant_thresholds},
         "prev_digest": previous[-1].get("digest") if previous else None,
     }
+    if approval.forced is not None:  # only then: entries without it keep their digests
+        entry["forced"] = approval.forced
     entry["digest"] = digest(entry)
     return entry
 

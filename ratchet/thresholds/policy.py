@@ -19,6 +19,9 @@ MODES = ("suggest", "auto")
 #: match_block_rate: block (at most) the share of the merchant's payments production blocks.
 OBJECTIVES = ("keep_fpr", "match_block_rate")
 DEFAULT_PATH = "contracts/thresholds.yaml"
+#: Suggestions aim each contract-judged slice's block rate within this share of the clause's
+#: allowance (policy key `contract_target`), so the contract's interval test has room to pass.
+DEFAULT_CONTRACT_TARGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,14 @@ class ThresholdPolicy:
     min_support: MinSupport = field(default_factory=MinSupport)
     graduation: Graduation = field(default_factory=Graduation)
     path: str = "<default>"
+    contract_target: float = DEFAULT_CONTRACT_TARGET
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_TOP = ("version", "name", "description", "mode", "objective", "merchant_column", "min_support", "graduation")
+_TOP = ("version", "name", "description", "mode", "objective", "merchant_column", "min_support", "graduation",
+        "contract_target")
 
 
 def _known(doc: YamlDoc, prefix: tuple[str, ...], raw: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -117,8 +122,12 @@ def parse_policy(doc: YamlDoc) -> ThresholdPolicy:
     share = _unit(doc, ("graduation", "min_accepted_share"), gr.get("min_accepted_share", g0.min_accepted_share),
                   "; write 0.9 for 90%")
     max_edit = _unit(doc, ("graduation", "max_edit"), gr.get("max_edit", g0.max_edit), " (threshold units)")
+    target = _unit(doc, ("contract_target",), d.get("contract_target", DEFAULT_CONTRACT_TARGET),
+                   "; the share of a contract clause's allowance to aim within, e.g. 0.5")
+    if target <= 0:
+        raise doc.error(("contract_target",), "must be above 0 (0 leaves no room at all); e.g. 0.5")
     return ThresholdPolicy(mode=mode, objective=objective, merchant_column=column, min_support=support,
-                           graduation=Graduation(cycles, share, max_edit), path=doc.path)
+                           graduation=Graduation(cycles, share, max_edit), path=doc.path, contract_target=target)
 
 
 def load_policy(path: str | Path = DEFAULT_PATH) -> ThresholdPolicy:
@@ -135,7 +144,8 @@ def policy_from_dict(d: dict[str, Any]) -> ThresholdPolicy:
     """Rebuild a policy from its to_dict() form (as stored with suggestions)."""
     return ThresholdPolicy(mode=d["mode"], objective=d["objective"], merchant_column=d["merchant_column"],
                            min_support=MinSupport(**d["min_support"]), graduation=Graduation(**d["graduation"]),
-                           path=d.get("path", "<stored>"))
+                           path=d.get("path", "<stored>"),
+                           contract_target=float(d.get("contract_target", DEFAULT_CONTRACT_TARGET)))
 
 
 def release_policy(text: str = "", path: str = "thresholds.yaml") -> ThresholdPolicy | None:

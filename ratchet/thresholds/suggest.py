@@ -15,6 +15,15 @@ legitimate payments for keep_fpr) get the global threshold, chosen the same way 
 whole population. Each suggestion carries what production does today and what the
 candidate would do at the suggested threshold (and at today's threshold, unchanged).
 
+With a contract (`contract=`), the thresholds also honour its blocking clauses on block
+and approval rates (ratchet.thresholds.contract_fit): the global and per-merchant
+thresholds are repaired together until every judged slice's block rate lies within the
+policy's `contract_target` share of its allowance, giving merchants of a slice their own
+threshold where needed; each row's `binding` names the clause (slice) that set it ("":
+the objective), and what cannot be held is said, with the clause that binds. The scored
+rows the contract needs are then written next to suggestions.json
+(suggestions-scored.parquet), so edits can be re-judged at approval.
+
 Bootstrap (no production model): there is nothing to keep, so there are no
 per-merchant suggestions; the global threshold blocks the contract's
 `bootstrap_block_rate` of rows (else the contract's default threshold), exactly what the
@@ -38,15 +47,19 @@ import pandas as pd
 
 from ratchet.evaluate.metrics import slice_metrics, threshold_for_block_rate
 from ratchet.evaluate.slices import OVERALL, SliceFamily, assign
+from ratchet.thresholds.constraints import RateClause
+from ratchet.thresholds.contract_fit import ContractFit, fit_contract, row_columns
 from ratchet.thresholds.optimise import group_rows, thresholds_at_budget
 from ratchet.thresholds.policy import ThresholdPolicy, policy_from_dict
 
 FORMAT = "ratchet.thresholds.suggestions/1"
 GLOBAL = "*"  # the name the global threshold goes by in approvals (--set '*'=0.6)
 FILES = ("suggestions.csv", "suggestions.json", "suggestions.html")
+#: With a contract: the scored rows it judges, so edits can be re-judged at approval (optional file).
+SCORED_FILE = "suggestions-scored.parquet"
 COLUMNS = ("merchant", "rows", "negatives", "positives", "current_threshold", "suggested_threshold", "source",
            "change", "before_fpr", "after_fpr", "before_recall", "after_recall", "before_block_rate",
-           "after_block_rate", "unchanged_fpr", "unchanged_block_rate", "note")
+           "after_block_rate", "unchanged_fpr", "unchanged_block_rate", "binding", "note")
 
 
 def _num(x: Any) -> float | None:
@@ -60,7 +73,8 @@ def _num(x: Any) -> float | None:
 @dataclass
 class Suggestions:
     """One release's suggestion table (JSON-able) plus, when just computed, the per-row
-    thresholds it implies for the scored rows (`row_thresholds`, not serialised)."""
+    thresholds it implies for the scored rows (`row_thresholds`, not serialised) and, with
+    a contract, the scored rows to store for re-judging edits (`judged_rows`, written by write())."""
 
     objective: str
     policy: dict[str, Any]
@@ -72,7 +86,9 @@ class Suggestions:
     baseline_version: int | None = None
     version: int | None = None
     generated_at: str = ""
+    contract: dict[str, Any] | None = None  # the clauses honoured, what could not be held (contract_fit)
     row_thresholds: np.ndarray | None = field(default=None, repr=False, compare=False)
+    judged_rows: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     # ---- reading -------------------------------------------------------------------
     @property
@@ -103,7 +119,8 @@ class Suggestions:
         return {"format": FORMAT, "version": self.version, "baseline_version": self.baseline_version,
                 "generated_at": self.generated_at, "objective": self.objective, "mode": self.mode,
                 "bootstrap": self.bootstrap, "policy": self.policy, "global": self.global_row,
-                "merchants": self.merchants, "fallback": self.fallback, "notes": self.notes}
+                "merchants": self.merchants, "fallback": self.fallback, "notes": self.notes,
+                "contract": self.contract}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Suggestions:
@@ -112,7 +129,7 @@ class Suggestions:
         return cls(objective=d["objective"], policy=d["policy"], bootstrap=bool(d["bootstrap"]),
                    global_row=d["global"], merchants=list(d["merchants"]), fallback=dict(d["fallback"]),
                    notes=list(d.get("notes", [])), baseline_version=d.get("baseline_version"),
-                   version=d.get("version"), generated_at=d.get("generated_at", ""))
+                   version=d.get("version"), generated_at=d.get("generated_at", ""), contract=d.get("contract"))
 
     def to_frame(self) -> pd.DataFrame:
         """The table: the global row first ('*'), then the merchants, largest first."""
@@ -133,12 +150,15 @@ class Suggestions:
         return render_html(self)
 
     def write(self, folder: Path) -> list[Path]:
-        """suggestions.csv / .json / .html into `folder`."""
+        """suggestions.csv / .json / .html into `folder` (and, with a contract, the scored rows)."""
         folder.mkdir(parents=True, exist_ok=True)
         out = []
         for name, content in zip(FILES, (self.to_csv(), self.to_json(), self.to_html())):
             (folder / name).write_text(content, encoding="utf-8")
             out.append(folder / name)
+        if self.judged_rows is not None:
+            self.judged_rows.to_parquet(folder / SCORED_FILE, index=False)
+            out.append(folder / SCORED_FILE)
         return out
 
     def apply(self, scored: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +185,7 @@ def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _row(name: str, tab: dict[str, np.ndarray], i: int, current: float | None, suggested: float, source: str,
-         note: str) -> dict[str, Any]:
+         note: str, binding: str = "") -> dict[str, Any]:
     before, after, unchanged = _metrics(tab, i, "baseline"), _metrics(tab, i, "candidate"), _metrics(tab, i, "unchanged")
     return {
         "merchant": name, "rows": int(tab["rows"][i]), "negatives": int(tab["negatives"][i]),
@@ -175,7 +195,7 @@ def _row(name: str, tab: dict[str, np.ndarray], i: int, current: float | None, s
         "before_fpr": before["fpr"], "after_fpr": after["fpr"], "before_recall": before["recall"],
         "after_recall": after["recall"], "before_block_rate": before["block_rate"],
         "after_block_rate": after["block_rate"], "unchanged_fpr": unchanged["fpr"],
-        "unchanged_block_rate": unchanged["block_rate"], "note": note,
+        "unchanged_block_rate": unchanged["block_rate"], "binding": binding, "note": note,
     }
 
 
@@ -185,13 +205,16 @@ def _clip(t: np.ndarray) -> np.ndarray:
 
 def suggest_thresholds(scored: pd.DataFrame, policy: ThresholdPolicy, *, default_threshold: float = 0.5,
                        bootstrap_block_rate: float | None = None, current_default: float | None = None,
-                       current_per_merchant: dict[str, float] | None = None, baseline_version: int | None = None) -> Suggestions:
+                       current_per_merchant: dict[str, float] | None = None, baseline_version: int | None = None,
+                       contract: Any = None) -> Suggestions:
     """Suggest thresholds from a scored test window (see the module doc).
 
     default_threshold: production's threshold when the rows carry no `baseline_threshold`
     (and the bootstrap fallback). current_default / current_per_merchant: production's
     global threshold and per-merchant map (its registry tags), so a
     merchant that loses its own threshold (too little support now) is listed and explained.
+    contract (ratchet.contracts Contract): also honour its blocking block-rate clauses;
+    None: the policy's objective only.
     """
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     y = scored["label"].to_numpy().astype(np.int8, copy=False)
@@ -236,7 +259,8 @@ def suggest_thresholds(scored: pd.DataFrame, policy: ThresholdPolicy, *, default
 
     col = policy.merchant_column
     if col not in scored.columns:
-        notes.append(f"the scored data has no '{col}' column: global threshold only")
+        notes.append(f"the scored data has no '{col}' column: global threshold only"
+                     + ("; the contract's slices were not taken into account" if contract is not None else ""))
         row_thr = np.full(n, glob)
         tab = _columns(slice_metrics(y, {"baseline": base, "candidate": cand, "unchanged": cand},
                                      {"baseline": base_thr, "candidate": row_thr, "unchanged": base_thr}, [overall],
@@ -256,8 +280,17 @@ def suggest_thresholds(scored: pd.DataFrame, policy: ThresholdPolicy, *, default
     grouped = group_rows(merchant.codes, G)
     supported = (rows >= ms.rows) & (neg >= ms.negatives) & (pos >= ms.positives)
     own = thresholds_at_budget(cand, counted, grouped, counts[budget_key].to_numpy(), only=supported)
-    eligible = supported & np.isfinite(own)
+    by_policy = eligible = supported & np.isfinite(own)
     own = np.where(eligible, _clip(own), glob)
+    fit = None
+    if contract is not None and G:
+        fit = fit_contract(scored, cand, base >= base_thr, merchant.codes, G, np.where(eligible, own, np.nan), glob,
+                           contract, policy.contract_target, col)
+        glob = float(_clip(np.array([fit.glob]))[0])
+        eligible = ~np.isnan(fit.own)
+        own = np.where(eligible, _clip(fit.own), glob)
+        notes += fit.notes
+    why = fit.why if fit is not None else [""] * G
     row_thr = own[merchant.codes] if G else np.full(n, glob)
     row_thr = np.where(merchant.codes >= 0, row_thr, glob)
 
@@ -273,25 +306,46 @@ def suggest_thresholds(scored: pd.DataFrame, policy: ThresholdPolicy, *, default
         sample = np.asarray(base_thr, dtype=float).ravel()[:: max(1, n // 100_000)]
         vals, freq = np.unique(sample, return_counts=True)
         cur_global = float(vals[np.argmax(freq)])
-    global_row = _row(GLOBAL, tab, 0, cur_global, glob, "global", _global_how(policy))
+    glob_why = fit.glob_why if fit is not None else ""
+    global_row = _row(GLOBAL, tab, 0, cur_global, glob, "global",
+                      _global_how(policy) + (f"; moved for the contract: {glob_why}" if glob_why else ""), glob_why)
 
-    listed = np.flatnonzero((rows >= ms.rows) | np.isin(labels, list(current_per_merchant)))
+    listed = np.flatnonzero((rows >= ms.rows) | np.isin(labels, list(current_per_merchant)) | eligible)
     merchants = []
     for gi in listed[np.lexsort((listed, -rows[listed]))]:
         name = labels[gi]
-        note = _explain(policy, bool(eligible[gi]), int(rows[gi]), int(neg[gi]), int(pos[gi]),
+        note = _explain(policy, bool(by_policy[gi]), int(rows[gi]), int(neg[gi]), int(pos[gi]),
                         float(counts["baseline_fp"].iat[gi]), name in current_per_merchant)
+        if why[gi]:
+            note = _contract_note(bool(by_policy[gi]), why[gi], note)
         merchants.append(_row(name, tab, 1 + gi, float(today[gi]), float(own[gi]),
-                              "merchant" if eligible[gi] else "global", note))
+                              "merchant" if eligible[gi] else "global", note, why[gi]))
     for name in sorted(set(current_per_merchant) - set(labels)):
         merchants.append({**{c: None for c in COLUMNS}, "merchant": name, "rows": 0, "negatives": 0, "positives": 0,
                           "current_threshold": current_per_merchant[name], "suggested_threshold": glob,
-                          "source": "global", "change": glob - current_per_merchant[name],
+                          "source": "global", "change": glob - current_per_merchant[name], "binding": "",
                           "note": "had its own threshold but made no payments in the test window: uses the global threshold"})
     fallback = {"merchants": int((~eligible).sum()), "rows": int(rows[~eligible].sum())}
     return Suggestions(objective=policy.objective, policy=pdict, bootstrap=False, global_row=global_row,
                        merchants=merchants, fallback=fallback, notes=notes, baseline_version=baseline_version,
-                       generated_at=now, row_thresholds=row_thr)
+                       generated_at=now, row_thresholds=row_thr,
+                       contract=fit.section if fit is not None else None,
+                       judged_rows=_judged_rows(scored, base_thr, fit, col) if fit is not None else None)
+
+
+def _judged_rows(scored: pd.DataFrame, base_thr: np.ndarray | float, fit: ContractFit, col: str) -> pd.DataFrame:
+    """The scored rows an approval re-judges edits on (SCORED_FILE): scores, production's
+    per-row threshold, the merchant and the contract's slice columns."""
+    clauses = tuple(RateClause.from_dict(c) for c in fit.section["clauses"])
+    cols = [c for c in row_columns(clauses, col) if c in scored.columns and c != "baseline_threshold"]
+    thr = np.broadcast_to(np.asarray(base_thr, dtype=float), (len(scored),))
+    return scored[cols].assign(baseline_threshold=thr)
+
+
+def _contract_note(by_policy: bool, binding: str, note: str) -> str:
+    if by_policy:
+        return f"{note}; moved for the contract: {binding}"
+    return f"its own threshold for the contract (below the policy's min_support): {binding}"
 
 
 def _global_how(policy: ThresholdPolicy) -> str:
@@ -346,15 +400,18 @@ def render_text(s: Suggestions, limit: int | None = 40) -> str:
     lines.append(head)
     for note in s.notes:
         lines.append(f"  note: {note}")
-    lines.append(f"{'merchant':<14} {'rows':>8} {'current':>8} {'suggest':>8} {'change':>8}  "
-                 f"{'fpr before -> after':<20} {'recall before -> after':<22} {'block before -> after':<21} note")
     rows = [s.global_row, *s.merchants]
     shown = rows if limit is None else rows[: limit + 1]
+    width = max([7, *(len(r.get("binding") or "") for r in shown)])
+    lines.append(f"{'merchant':<14} {'rows':>8} {'current':>8} {'suggest':>8} {'change':>8}  "
+                 f"{'fpr before -> after':<20} {'recall before -> after':<22} {'block before -> after':<21} "
+                 f"{'binding':<{width}} note")
     for r in shown:
         lines.append(f"{str(r['merchant'])[:14]:<14} {r['rows']:>8} {_f(r['current_threshold']):>8} "
                      f"{_f(r['suggested_threshold']):>8} {_f(r['change']):>8}  "
                      f"{_arrow(r['before_fpr'], r['after_fpr']):<20} {_arrow(r['before_recall'], r['after_recall']):<22} "
-                     f"{_arrow(r['before_block_rate'], r['after_block_rate']):<21} {r['note']}")
+                     f"{_arrow(r['before_block_rate'], r['after_block_rate']):<21} {(r.get('binding') or '-'):<{width}} "
+                     f"{r['note']}")
     if len(shown) < len(rows):
         lines.append(f"... and {len(rows) - len(shown)} more merchants (see suggestions.csv)")
     lines.append(f"{len(s.own())} merchants get their own threshold; {s.fallback['merchants']} merchants "
@@ -374,7 +431,8 @@ def render_html(s: Suggestions) -> str:
             f"<td class='{'big' if big else ''}'>{_f(r['change'])}</td>"
             f"<td>{_arrow(r['before_fpr'], r['after_fpr'])}</td><td>{_arrow(r['before_recall'], r['after_recall'])}</td>"
             f"<td>{_arrow(r['before_block_rate'], r['after_block_rate'])}</td>"
-            f"<td>{_arrow(r['unchanged_fpr'], r['unchanged_block_rate'])}</td><td>{e(str(r['note']))}</td></tr>")
+            f"<td>{_arrow(r['unchanged_fpr'], r['unchanged_block_rate'])}</td><td>{e(str(r.get('binding') or ''))}</td>"
+            f"<td>{e(str(r['note']))}</td></tr>")
     notes = "".join(f"<li>{e(n)}</li>" for n in s.notes)
     title = f"Threshold suggestions{f' for version {s.version}' if s.version is not None else ''}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
@@ -386,12 +444,13 @@ tr.global{{background:#eef}}tr.global td{{font-weight:bold}}td.big{{background:#
 {f", against production version {s.baseline_version}" if s.baseline_version is not None else ""}.
 {len(s.own())} merchants get their own threshold; {s.fallback['merchants']:,} merchants ({s.fallback['rows']:,} test rows)
 use the global threshold {s.global_threshold:.4f}. "Before" is production today; "after" is the candidate at the
-suggested threshold; "unchanged" is the candidate at today's threshold (FPR / block rate): why thresholds are re-derived.</p>
+suggested threshold; "unchanged" is the candidate at today's threshold (FPR / block rate): why thresholds are re-derived.
+"Binding" names the contract clause (slice) that set a threshold; empty: the policy's objective did.</p>
 <ul>{notes}</ul>
 <p>Review: <code>ratchet thresholds review VERSION</code>; approve: <code>ratchet thresholds approve VERSION
 [--set MERCHANT=VALUE ...] [--reject MERCHANT ...]</code>.</p>
 <table><tr><th>merchant</th><th>rows</th><th>negatives</th><th>positives</th><th>current</th><th>suggested</th>
 <th>change</th><th>FPR before &rarr; after</th><th>recall before &rarr; after</th><th>block rate before &rarr; after</th>
-<th>unchanged: FPR &rarr; block</th><th>note</th></tr>
+<th>unchanged: FPR &rarr; block</th><th>binding</th><th>note</th></tr>
 {''.join(cells)}</table></body></html>
 """
