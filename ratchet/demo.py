@@ -145,5 +145,14 @@ def run_demo(args: argparse.Namespace) -> int:
           "each run's release/ artifacts")
     print(f"MLflow store: {out / 'mlflow.db'} (artifacts in {out / 'mlartifacts'})")
     print(f"open the MLflow UI:  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri} --port 5000")
+    bug_caught = not third.summary.get("passed") and "podcasts" in str(third.summary.get("reason", ""))
+    story = [f"v{first.summary.get('version')} bootstrap -> @production",
+             f"v{second.summary.get('version')} gate {'passed' if second.summary.get('passed') else 'failed'}"
+             + ("" if args.skip_rollout else f", rollout {'as expected' if rollout_code == 0 else 'NOT as expected'}"),
+             f"v{third.summary.get('version')} (label bug) "
+             + ("rejected offline naming podcasts" if bug_caught else "NOT rejected for podcasts")]
+    print("story: " + "; ".join(story))
     print("=" * 100)
+    if not bug_caught:
+        return 1
     return rollout_code

@@ -51,7 +51,8 @@ def test_pass_is_0_and_json_has_the_documented_shape(files: dict[str, Path], cap
     assert doc["passed"] is True and doc["clauses"]
     keys = {"name", "severity", "status", "slice", "baseline", "candidate", "difference", "interval", "support", "source"}
     assert all(keys <= set(c) for c in doc["clauses"])
-    assert {c["status"] for c in doc["clauses"]} <= {"pass", "fail", "not_judged"}
+    assert {c["status"] for c in doc["clauses"]} <= {"pass", "fail", "inconclusive", "not_judged"}
+    assert isinstance(doc["open_questions"], list) and "Holm" in doc["method"]["fail"]
 
 
 def test_blocking_failure_is_1_in_every_format(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -320,7 +320,9 @@ def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_d
             say(promote(reg, bad, "canary", actor="demo user", reason="new merchant threshold table"))
             drive_.run_until(lambda: reg.tags(bad).get("state") in gone or reg.alias_version("production") == bad)
             tags = reg.tags(bad)
-            caught = tags.get("state") == "rolled_back" and "block rate" in tags.get("rollback.reason", "")
+            reason = tags.get("rollback.reason", "")
+            caught = (tags.get("state") == "rolled_back" and "block rate" in reason
+                      and any(f"block rate {c} " in reason for c in top))  # a live guard, naming the country
             if not caught:
                 say(f"rollout: v{bad} was not rolled back by the block-rate guard (state {tags.get('state')})")
         print(render_status(status(reg, backend)), file=out)
