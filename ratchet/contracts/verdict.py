@@ -225,29 +225,18 @@ class Verdict:
         out.append("Thresholds: " + "; ".join(f"{k} {v}" for k, v in self.thresholds.items()))
         out.append("")
         fails = self.failures(include_warnings=True)
-        if fails:
-            out += ["#### Failures (worst first)", "",
-                    "| clause | severity | slice | baseline | candidate | diff | interval | support | source |",
-                    "|---|---|---|---|---|---|---|---|---|"]
-            for r in fails[:max_rows]:
-                out.append(f"| `{r.name}` | {r.severity} | {r.slice} | {_num(r.baseline)} | {_num(r.candidate)} | "
-                           f"{_num(r.difference, True)} | {_interval(r.interval)} | {r.support} | `{r.source}` |")
-            if len(fails) > max_rows:
-                out.append(f"\n_{len(fails) - max_rows} more failures: see the HTML verdict._")
-            out.append("")
+        out += _md_section("Failures (worst first)", "", fails, max_rows, "failures",
+                           ("clause", "severity", "slice", "baseline", "candidate", "diff", "interval", "support", "source"),
+                           lambda r: (f"`{r.name}`", r.severity, r.slice, _num(r.baseline), _num(r.candidate),
+                                      _num(r.difference, True), _interval(r.interval), r.support, f"`{r.source}`"))
         oq = self.open_questions()
-        if oq:
-            out += [f"#### Open questions for the shadow phase ({len(oq)})", "",
-                    "Blocking clause x slice results neither shown to pass nor to fail; the rollout holds in "
-                    "shadow until each resolves as pass, or a person waives it (`ratchet approve V --waive ...`).", "",
-                    "| question | status | baseline | candidate | diff | interval | support | note |",
-                    "|---|---|---|---|---|---|---|---|"]
-            for r in oq[:max_rows]:
-                out.append(f"| `{r.key}` | {r.status.replace('_', ' ')} | {_num(r.baseline)} | {_num(r.candidate)} | "
-                           f"{_num(r.difference, True)} | {_interval(r.interval)} | {r.support} | {r.reason} |")
-            if len(oq) > max_rows:
-                out.append(f"\n_{len(oq) - max_rows} more open questions: see the HTML verdict._")
-            out.append("")
+        out += _md_section(f"Open questions for the shadow phase ({len(oq)})",
+                           "Blocking clause x slice results neither shown to pass nor to fail; the rollout holds in "
+                           "shadow until each resolves as pass, or a person waives it (`ratchet approve V --waive ...`).",
+                           oq, max_rows, "open questions",
+                           ("question", "status", "baseline", "candidate", "diff", "interval", "support", "note"),
+                           lambda r: (f"`{r.key}`", r.status.replace("_", " "), _num(r.baseline), _num(r.candidate),
+                                      _num(r.difference, True), _interval(r.interval), r.support, r.reason))
         out += ["#### Clauses", "", "| clause | scope | rule | severity | pass | fail | inconclusive | not judged |",
                 "|---|---|---|---|---|---|---|---|"]
         for s in self.clause_summary():
@@ -260,6 +249,19 @@ class Verdict:
     def to_html(self, figures: dict[str, bytes] | None = None) -> str:
         """The HTML page; `figures` (title -> PNG bytes) are embedded after the overall table."""
         return render_html(self, figures)
+
+
+def _md_section(title: str, intro: str, results: list[ClauseResult], max_rows: int, what: str,
+                head: tuple[str, ...], cells: Any) -> list[str]:  # noqa: ANN401 - ClauseResult -> cells
+    """A Markdown table of results under a heading (nothing when there are none)."""
+    if not results:
+        return []
+    out = [f"#### {title}", ""] + ([intro, ""] if intro else [])
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in results[:max_rows]]
+    if len(results) > max_rows:
+        out.append(f"\n_{len(results) - max_rows} more {what}: see the HTML verdict._")
+    return out + [""]
 
 
 def _overall_line(overall: dict[str, Any]) -> str:

@@ -95,7 +95,7 @@ def recheck_promotion(log: pd.DataFrame, labels: pd.DataFrame, contract_path: st
     if len(joined) < min_labelled:
         return Recheck(status="pending", summary=f"{len(joined)} decisions with matured labels (< {min_labelled})",
                        **common)
-    verdict = evaluate_contract(load_contract(contract_path), joined)
+    verdict = evaluate_contract(load_contract(contract_path), joined, sequential=True)  # re-run as labels land: anytime-valid
     fails = verdict.failures()
     if fails:
         return Recheck(status="failed", summary="; ".join(r.sentence() for r in fails[:2]),
