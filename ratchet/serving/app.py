@@ -267,8 +267,10 @@ def build_service(options: ServeOptions) -> Service:
     if options.decision_log:
         decision_log = DecisionLog(options.decision_log, metrics, rotate_rows=options.log_rotate_rows,
                                    rotate_seconds=options.log_rotate_seconds)
-    shadow = ShadowScorer(metrics, decision_log, queue_size=options.shadow_queue,
-                          timeout_s=options.shadow_timeout_ms / 1000.0)
+    timeout_s = options.shadow_timeout_ms / 1000.0
+    # a request waits in the queue at most twice the scoring timeout (at least 2 s) before it is stale
+    shadow = ShadowScorer(metrics, decision_log, queue_size=options.shadow_queue, timeout_s=timeout_s,
+                          stale_after_s=max(2.0, 2.0 * timeout_s))
     return Service(_LazyLoader(options), metrics, decision_log, shadow, model_name=options.model_name)
 
 
