@@ -77,15 +77,21 @@ def slice_comparison_reports(scored: pd.DataFrame, thresholds: dict[str, np.ndar
     y_all = scored["label"].to_numpy()
     written = []
     for label, mask in masks.items():
-        if not mask.any():
+        # Evidently's classification metrics need both outcomes in the slice (TPR, TNR)
+        if not mask.any() or len(np.unique(y_all[mask])) < 2:
+            print(f"[ratchet] no Evidently report for slice {label}: it holds only one outcome", flush=True)
             continue
         current = pd.DataFrame({"label": y_all[mask], "decision": cand[mask]})
         reference = pd.DataFrame({"label": y_all[mask], "decision": base[mask]})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            snapshot = Report([ClassificationPreset()]).run(
-                Dataset.from_pandas(_sample(current), data_definition=definition),
-                Dataset.from_pandas(_sample(reference), data_definition=definition))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                snapshot = Report([ClassificationPreset()]).run(
+                    Dataset.from_pandas(_sample(current), data_definition=definition),
+                    Dataset.from_pandas(_sample(reference), data_definition=definition))
+        except ValueError as exc:  # a report is evidence for people; it must never fail a release
+            print(f"[ratchet] no Evidently report for slice {label}: {exc}", flush=True)
+            continue
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"slice-{_safe_name(label)}.html"
         snapshot.save_html(str(path))
