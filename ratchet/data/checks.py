@@ -18,7 +18,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from ratchet.errors import DataCheckError
-from ratchet.train.spec import Checks
+from ratchet.data.spec import Checks
 
 
 @dataclass(frozen=True)

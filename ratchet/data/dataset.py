@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 
 from ratchet.data import columns as C
 from ratchet.errors import DataCheckError, MissingColumnError, RatchetError
-from ratchet.train.spec import Filter, TrainingSpec, feature_needs
+from ratchet.data.spec import DataSpec, Filter, feature_needs
 
 #: Spark type of every canonical column after reading (the schema check compares to this).
 CANONICAL_TYPES: dict[str, str] = {
@@ -113,7 +113,7 @@ def _find(columns: list[str], name: str) -> str | None:
     return lowered[0] if len(lowered) == 1 else None
 
 
-def label_source(spec: TrainingSpec) -> str:
+def label_source(spec: DataSpec) -> str:
     """The source column of the label: the mapping of is_fraud, else `label:` when it is not canonical."""
     if C.IS_FRAUD in spec.dataset.columns:
         return spec.dataset.columns[C.IS_FRAUD]
@@ -148,7 +148,7 @@ def _label(col: Column, dtype: T.DataType) -> Column:
     return col.try_cast("int")
 
 
-def resolve_columns(columns: list[str], spec: TrainingSpec,
+def resolve_columns(columns: list[str], spec: DataSpec,
                     source_label: str = "the file") -> tuple[dict[str, str], bool]:
     """Which source column serves each canonical one, and whether label_available_at must be
     derived; raises MissingColumnError naming what is missing and how to map it. Pure: used
@@ -190,7 +190,7 @@ def resolve_columns(columns: list[str], spec: TrainingSpec,
     return sources, derived
 
 
-def canonicalize(raw: DataFrame, spec: TrainingSpec,
+def canonicalize(raw: DataFrame, spec: DataSpec,
                  source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
     """Rename and cast `raw` to canonical columns; raise MissingColumnError for what is missing.
 
@@ -225,7 +225,7 @@ def canonicalize(raw: DataFrame, spec: TrainingSpec,
     return df.select(*ordered), ordered, derived
 
 
-def read_transactions(spark: SparkSession, path: str | Path, spec: TrainingSpec) -> Transactions:
+def read_transactions(spark: SparkSession, path: str | Path, spec: DataSpec) -> Transactions:
     """Read `path` and map it to canonical columns, typed; raises RatchetError/MissingColumnError.
 
         tx = read_transactions(get_spark(), "data/tx.parquet", load_spec("specs/fraud.yaml"))
@@ -258,7 +258,7 @@ def apply_filters(df: DataFrame, filters: tuple[Filter, ...] | list[Filter]) -> 
     return df.where(filter_condition(filters)) if filters else df
 
 
-def preflight(path: str | Path, spec: TrainingSpec) -> int | None:
+def preflight(path: str | Path, spec: DataSpec) -> int | None:
     """Checks that need no Spark, run before a pipeline starts: the files exist and are
     readable, the columns map onto the spec, and the data is not empty. Returns the row
     count when the file metadata tells it (Parquet), else None."""

@@ -9,7 +9,7 @@ machine's time zone.
     spark = get_spark("sc://spark:15002")    # Spark Connect
     spark = spark_for(spec.spark)            # the training spec's spark: section
 
-The spec's ``spark:`` section (ratchet.train.spec.SparkSpec) names the master, extra
+The spec's ``spark:`` section (ratchet.data.spec.SparkSpec) names the master, extra
 settings and, for a ``k8s://`` master, the executor pods; RATCHET_SPARK_MASTER overrides
 the master, so one spec runs on a laptop and on the cluster.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import SparkSession
 
 if TYPE_CHECKING:
-    from ratchet.train.spec import SparkSpec
+    from ratchet.data.spec import SparkSpec
 
 #: Settings every session gets: UTC, and Parquet nanosecond timestamps readable
 #: (pandas writes them; Spark otherwise refuses the file; ratchet converts them itself).

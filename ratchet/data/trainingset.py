@@ -56,7 +56,7 @@ from ratchet.data.checks import evaluate_raw, evaluate_splits, raw_stats, run_ch
 from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
 from ratchet.data.spark import get_spark
 from ratchet.errors import RatchetError
-from ratchet.train.spec import WINDOW_SECONDS, ResolvedWindows, TrainingSpec, known_features
+from ratchet.data.spec import WINDOW_SECONDS, DataSpec, ResolvedWindows, known_features
 
 LABEL = "label"
 #: Features that are null by design (see the module docstring); the null-rate check skips them.
@@ -257,7 +257,7 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
     return out.drop(*helpers)
 
 
-def build_training_set(raw_path: str | Path, spec: TrainingSpec, out_dir: str | Path, *, as_of: str | None = None,
+def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path, *, as_of: str | None = None,
                        previous_rows: int | None = None, spark: SparkSession | None = None) -> TrainingSetResult:
     """Read raw transactions, check them, build point-in-time features, write train/test Parquet.
 
@@ -340,7 +340,7 @@ def build_training_set(raw_path: str | Path, spec: TrainingSpec, out_dir: str | 
     )
 
 
-def build_recent_traffic(raw_path: str | Path, spec: TrainingSpec, out_path: str | Path, *, start: datetime,
+def build_recent_traffic(raw_path: str | Path, spec: DataSpec, out_path: str | Path, *, start: datetime,
                          end: datetime, spark: SparkSession | None = None) -> Path:
     """Point-in-time features for the rows with start <= ts < end, whatever their labels'
     maturity: traffic a release was neither trained nor judged on (after its test window).

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ratchet.data import columns as C
 from ratchet.errors import RatchetError
-from ratchet.train.spec import WINDOW_SECONDS, known_features
+from ratchet.data.spec import WINDOW_SECONDS, known_features
 
 #: Features computed here (every known feature but the merchant fraud rate).
 PANDAS_FEATURES: frozenset[str] = frozenset(f for f in known_features() if f != "merchant_fraud_rate_30d")
