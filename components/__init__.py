@@ -1,1 +1,1 @@
-"""Kubeflow components: thin typed wrappers; the work lives in ratchet.release."""
+"""Kubeflow components: thin typed wrappers; the work lives in ratchet.app.steps.release."""

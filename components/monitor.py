@@ -1,6 +1,6 @@
 """The monitoring pipeline's components: drift, shadow estimates, staleness.
 
-Thin typed wrappers over ratchet.monitor.run; each writes its summary and figures into
+Thin typed wrappers over ratchet.app.steps.monitor; each writes its summary and figures into
 the run's report folder and returns True when a person must look (an alert). An empty
 input path skips the step (the summary says so), so one compiled pipeline serves
 installations that have no decision log or no labels yet.
@@ -21,8 +21,8 @@ def drift(current: str, reference: str, config_yaml: str, tracking_uri: str, mod
     import tempfile
 
     from ratchet.monitor.config import monitor_config_from_text
-    from ratchet.monitor.run import drift_step
-    from ratchet.release import reporting
+    from ratchet.app.steps.monitor import drift_step
+    from ratchet.app.steps.release import reporting
 
     with reporting("drift", report_dir):
         cfg = monitor_config_from_text(config_yaml, "monitor.yaml")
@@ -40,8 +40,8 @@ def shadow_review(decision_log: str, labels: str, reference: str, config_yaml: s
     import os
 
     from ratchet.monitor.config import monitor_config_from_text
-    from ratchet.monitor.run import estimate_step
-    from ratchet.release import reporting
+    from ratchet.app.steps.monitor import estimate_step
+    from ratchet.app.steps.release import reporting
 
     out = os.path.join(report_dir, "estimate")
     with reporting("shadow_review", report_dir):
@@ -64,8 +64,8 @@ def staleness(data: str, spec_yaml: str, config_yaml: str, tracking_uri: str, mo
     import tempfile
 
     from ratchet.monitor.config import monitor_config_from_text
-    from ratchet.monitor.run import staleness_step
-    from ratchet.release import reporting
+    from ratchet.app.steps.monitor import staleness_step
+    from ratchet.app.steps.release import reporting
 
     out = os.path.join(report_dir, "staleness")
     with reporting("staleness", report_dir):

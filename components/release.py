@@ -1,7 +1,7 @@
 """The release pipeline's components, one per step.
 
 Each is a lightweight Python component: typed inputs and outputs, imports inside,
-nothing but argument plumbing; ratchet.release does the work. They run in the
+nothing but argument plumbing; ratchet.app.steps.release does the work. They run in the
 project image (components/image.py), which already holds kfp and ratchet.
 
     training_set -> train -> evaluate -> register -> [gate passed] promote
@@ -17,7 +17,7 @@ from components.image import RATCHET_IMAGE
 def training_set(data_path: str, spec_yaml: str, spec_name: str, as_of: str, tracking_uri: str,
                  model_name: str, report_dir: str, dataset: Output[Dataset]):
     """Build the point-in-time training set on Spark and run the data checks."""
-    from ratchet.release import training_set_step
+    from ratchet.app.steps.release import training_set_step
 
     summary = training_set_step(data_path, spec_yaml, spec_name, as_of, tracking_uri, model_name,
                                 dataset.path, report_dir)
@@ -29,7 +29,7 @@ def train(dataset: Input[Dataset], spec_yaml: str, spec_name: str, report_dir: s
     """Train XGBoost (hist) on the train window."""
     import os
 
-    from ratchet.release import train_step
+    from ratchet.app.steps.release import train_step
 
     info = train_step(os.path.join(dataset.path, "train.parquet"), spec_yaml, spec_name,
                       os.path.join(model.path, "model.ubj"), report_dir)
@@ -51,7 +51,7 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], spec_yaml: str, spec_
     import os
     import shutil
 
-    from ratchet.release import evaluate_step
+    from ratchet.app.steps.release import evaluate_step
 
     passed = evaluate_step(os.path.join(dataset.path, "test.parquet"), os.path.join(model.path, "model.ubj"),
                            contract_yaml, contract_name, tracking_uri, model_name, bootstrap,
@@ -70,7 +70,7 @@ def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[dsl
     """Log the release to MLflow and register the version (candidate or rejected)."""
     import os
 
-    from ratchet.release import register_step
+    from ratchet.app.steps.release import register_step
 
     return register_step(os.path.join(model.path, "model.ubj"), spec_yaml, spec_name, dataset.path,
                          evaluation.path, tracking_uri, model_name, report_dir)
@@ -79,6 +79,6 @@ def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[dsl
 @dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
 def promote(version: int, bootstrap: bool, tracking_uri: str, model_name: str, report_dir: str):
     """Give the version the alias its gate earned: @staging, or @production for a bootstrap."""
-    from ratchet.release import promote_step
+    from ratchet.app.steps.release import promote_step
 
     promote_step(version, "production" if bootstrap else "staging", tracking_uri, model_name, report_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ratchet.errors import RatchetError
-from ratchet.release import FAILURE_FILE, GATE_FILE, SUMMARY_FILE, check_release_preconditions
+from ratchet.app.steps.release import FAILURE_FILE, GATE_FILE, SUMMARY_FILE, check_release_preconditions
 from ratchet.registry.store import absolute_tracking_uri, default_tracking_uri
 
 EXIT_OK, EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3

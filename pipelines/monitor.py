@@ -60,7 +60,7 @@ def run_monitor(*, current: str, config: str = "contracts/monitor.yaml", referen
     """Run the monitoring pipeline on kfp's local runner; the summary of every step."""
     from ratchet.monitor.config import load_monitor_config
     from ratchet.registry.store import absolute_tracking_uri
-    from ratchet.release import FAILURE_FILE
+    from ratchet.app.steps.release import FAILURE_FILE
 
     load_monitor_config(config)  # bad config: refused before anything starts, with file:line
     config_yaml = Path(config).read_text(encoding="utf-8")

@@ -3,6 +3,9 @@ controllable clock, a cheap registry template and a loop that drives to a settle
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -59,3 +62,40 @@ def drive(ctrl, clock: Clock, max_passes: int = 40) -> list:  # noqa: ANN001 - a
         if isinstance(a, Wait) and a.settled:
             return actions
     raise AssertionError(f"did not settle: {[x.event for x in actions[-5:]]}")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a test's decision service."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drive_live(controller, until: Callable[[], bool], *, timeout: float, every: float = 2.0,  # noqa: ANN001
+          say: Callable[[str], None] = print, quiet_waits: float = 15.0) -> bool:
+    """Run controller passes until `until()` holds (True) or `timeout` seconds pass (False).
+
+    Each action's one-line event is said; waits (holding, counting decisions) at most
+    every `quiet_waits` seconds so the log stays readable. A failed pass is said and retried."""
+    from ratchet.errors import RatchetError
+
+    deadline = time.monotonic() + timeout
+    last_wait = 0.0
+    while time.monotonic() < deadline:
+        try:
+            action = controller.run_once()
+        except RatchetError as exc:
+            say(f"pass failed: {exc}")
+            time.sleep(every)
+            continue
+        stamp = controller.clock().strftime("%H:%M:%S")
+        if action.acts:
+            say(f"{stamp} {action.event}")
+        elif time.monotonic() - last_wait >= quiet_waits:
+            last_wait = time.monotonic()
+            say(f"{stamp} {action.event}")
+        if until():
+            return True
+        if not action.acts:
+            time.sleep(every)
+    return until()

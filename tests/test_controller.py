@@ -244,7 +244,7 @@ def test_undo_of_one_canary_step_pauses_at_the_restored_weight(store):
     a = ctrl.run_once()
     assert a.kind == "AwaitApproval" and "kubectl rollout undo" in a.event
     assert backend.read().canary_weight == 5  # not fought
-    from ratchet.rollout.cli import approve
+    from ratchet.app.commands.rollout import approve
     approve(Registry(store, "fraud"), 2, plan_from_text(PLAN), actor="alice")
     assert ctrl.run_once().kind == "Advance" and backend.read().canary_weight == 25
 
@@ -302,7 +302,7 @@ def _diff(a, b):
 
 
 def test_people_commands_promote_rollback_status(store):
-    from ratchet.rollout.cli import promote, render_status, rollback, status
+    from ratchet.app.commands.rollout import promote, render_status, rollback, status
 
     start(store)
     reg = Registry(store, "fraud")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ratchet.cli import main
+from ratchet.app.cli import main
 from tests.test_contracts import FRAUD, ROOT, scenario
 
 
@@ -95,7 +95,7 @@ def test_bad_contract_is_2_with_file_and_line(files: dict[str, Path], capsys: py
 
 
 def test_subprocess_exit_code(files: dict[str, Path]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "ratchet.cli", "gate", "--scores", str(files["bad"]),
+    proc = subprocess.run([sys.executable, "-m", "ratchet.app.cli", "gate", "--scores", str(files["bad"]),
                            "--contract", str(FRAUD), "--format", "json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -70,7 +70,7 @@ def env(tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     reg = Registry(uri, "fraud")
     path = _model(tmp)
-    from ratchet.rollout.demo import free_port
+    from rollout_helpers import free_port
 
     backend = LocalProcessBackend(
         f"http://127.0.0.1:{free_port()}", tmp,
@@ -196,7 +196,7 @@ def test_a_refused_reload_changes_nothing(env):
 
 
 def test_without_serve_a_missing_service_is_unavailable(tmp_path):
-    from ratchet.rollout.demo import free_port
+    from rollout_helpers import free_port
 
     b = LocalProcessBackend(f"http://127.0.0.1:{free_port()}", tmp_path)
     with pytest.raises(BackendUnavailable, match="no decision service answers"):
@@ -223,7 +223,10 @@ guards:
 @pytest.mark.slow
 def test_controller_rolls_out_and_back_under_replayed_load_losing_nothing(env):
     from ratchet.rollout import Controller, plan_from_text
-    from ratchet.rollout.demo import DecisionLogTail, check_decision_log, drive, live_observer
+    from rollout_helpers import drive_live as drive
+
+    from ratchet.app.demo.rollout import check_decision_log
+    from ratchet.rollout.observe import DecisionLogTail, live_observer
     from ratchet.serving.replay import load_transactions, replay, service_fields
 
     b, reg, tmp = env["backend"], env["reg"], env["tmp"]
@@ -286,7 +289,7 @@ def test_controller_rolls_out_and_back_under_replayed_load_losing_nothing(env):
 def test_controller_flags_build_the_local_backend(tmp_path):
     import argparse
 
-    from ratchet.rollout.cli import _backend
+    from ratchet.app.commands.rollout import _backend
 
     ns = argparse.Namespace(backend="local", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", model_name="fraud",
                             service_url="http://127.0.0.1:9999", state_dir=None, serve=True,

@@ -20,10 +20,10 @@ from ratchet.contracts import evaluate_contract, load_contract
 from ratchet.errors import RatchetError
 from ratchet.files import project_file
 from ratchet.registry import Registry
-from ratchet.release import open_questions_tag
+from ratchet.app.steps.release import open_questions_tag
 from ratchet.rollout import Controller, MemoryBackend, plan_from_text
 from ratchet.rollout.actions import Rollback, StartCanary, Waive
-from ratchet.rollout.cli import render_status, status, waive
+from ratchet.app.commands.rollout import render_status, status, waive
 from ratchet.rollout.observe import DecisionLogFile, live_observer
 from ratchet.rollout.state import OPEN_QUESTIONS_TAG
 from rollout_helpers import Clock, make_template_db

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ratchet.cli import main
+from ratchet.app.cli import main
 from ratchet.rollout.ramp_plot import plot_ramp, ramp_points
 
 HISTORY = [

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def ratchet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    return subprocess.run([sys.executable, "-m", "ratchet.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "ratchet.app.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from ratchet.contracts import evaluate_contract, load_contract
-from ratchet.evaluate.release_eval import write_reports
+from ratchet.evaluate.scoring import write_reports
 from tests.test_contracts import FRAUD, scenario
 
 

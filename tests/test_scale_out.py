@@ -17,7 +17,7 @@ import pytest
 from ratchet.contracts import evaluate_contract, load_contract
 from ratchet.data.spark import EXECUTOR_KEYS, session_settings
 from ratchet.errors import RatchetError, SpecError
-from ratchet.evaluate.release_eval import Thresholds, scored_table
+from ratchet.evaluate.scoring import Thresholds, scored_table
 from ratchet.evaluate.spark_scoring import use_spark_scoring
 from ratchet.train.spec import MASTER_ENV, SparkSpec, parse_spec
 from ratchet.train.trainer import load_model, predict, train_model
@@ -78,7 +78,7 @@ def statuses(verdict) -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
     """Train/test Parquet, a weaker 'production' model, and the candidate trained both ways."""
-    from ratchet.release import train_step
+    from ratchet.app.steps.release import train_step
 
     tmp = tmp_path_factory.mktemp("scale")
     train, test = feature_table(16_000, seed=1, start="2025-01-01"), feature_table(12_000, seed=2, start="2025-03-01")
@@ -240,7 +240,7 @@ def test_scoring_switch():
 
 @pytest.mark.slow
 def test_evaluate_step_scores_on_spark_when_the_spec_says_so(world):
-    from ratchet.release import evaluate_step
+    from ratchet.app.steps.release import evaluate_step
 
     tmp = world["tmp"]
     spec_yaml = spec_text() + "spark: {scoring: spark}\n"

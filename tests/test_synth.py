@@ -314,7 +314,7 @@ def test_config_is_frozen_with_cli_defaults() -> None:
 
 
 def test_cli_synth(tmp_path) -> None:
-    from ratchet.cli import main
+    from ratchet.app.cli import main
 
     out = tmp_path / "cli" / "tx.parquet"
     assert main(["synth", "--rows", "3000", "--days", "60", "--out", str(out), "--quiet",

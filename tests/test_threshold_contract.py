@@ -17,10 +17,10 @@ from ratchet.registry import Registry
 from ratchet.thresholds import (
     MinSupport, ThresholdError, ThresholdPolicy, policy_from_text, read_suggestions, suggest_thresholds,
 )
-from ratchet.thresholds.cli import approve_cli
+from ratchet.app.commands.thresholds import approve_cli
 from ratchet.thresholds.constraints import rate_clauses, slice_limits
 from ratchet.thresholds.cycle import approve_version, record_release, status, suggestion_files
-from ratchet.thresholds.demo import demo_cycle
+from ratchet.app.demo.thresholds import demo_cycle
 from ratchet.thresholds.suggest import COLUMNS, SCORED_FILE, Suggestions
 
 FRAUD = Path(__file__).resolve().parents[1] / "contracts" / "fraud.yaml"

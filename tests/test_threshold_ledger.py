@@ -13,7 +13,7 @@ import xgboost as xgb
 from ratchet.errors import RatchetError, RegistryError
 from ratchet.registry import Registry, ReleaseRecord
 from ratchet.thresholds import MinSupport, ThresholdError, ThresholdPolicy, suggest_thresholds
-from ratchet.thresholds.cli import approve_cli, review_cli, status_cli
+from ratchet.app.commands.thresholds import approve_cli, review_cli, status_cli
 from ratchet.thresholds.cycle import approve_version, record_release, suggestion_files
 from ratchet.train.trainer import save_model
 from tests.test_thresholds import world
@@ -138,7 +138,7 @@ def test_bad_input_changes_nothing(registry, model_path, tmp_path):
     assert registry.ledger_entries() == []
     assert {x: registry.tags(x) for x in (v, bare, boot)} == before
     # through the CLI entry point the message is printed and the exit code is 2
-    from ratchet.cli import EXIT_BAD_INPUT
+    from ratchet.app.cli import EXIT_BAD_INPUT
     assert issubclass(ThresholdError, RatchetError) and EXIT_BAD_INPUT == 2
 
 
@@ -157,8 +157,8 @@ def test_auto_mode_applies_at_registration_and_rejected_versions_are_not_reviewe
 
 
 def test_argparse_wiring():
-    from ratchet.cli import _registry_arguments
-    from ratchet.thresholds.cli import add_thresholds_command
+    from ratchet.app.cli import _registry_arguments
+    from ratchet.app.commands.thresholds import add_thresholds_command
 
     p = argparse.ArgumentParser()
     add_thresholds_command(p.add_subparsers(dest="command"), _registry_arguments)

@@ -3,7 +3,7 @@
 Both boosters travel to the executors as UBJSON bytes (broadcast once), each task loads
 them and scores its rows with ``inplace_predict``; only the scored table comes back to
 the driver: label, candidate_score, baseline_score, baseline_threshold and the slice
-columns, exactly the columns and dtypes of ``release_eval.scored_table`` but without the
+columns, exactly the columns and dtypes of ``scoring.scored_table`` but without the
 feature columns, which are most of the test set's bytes. Row order is Spark's read
 order, which the contract ignores (it aggregates).
 
@@ -29,7 +29,7 @@ from pyspark.sql import types as T
 
 from ratchet.data import columns as C
 from ratchet.errors import MissingColumnError, RatchetError
-from ratchet.evaluate.release_eval import SLICE_COLUMNS, Thresholds, check_baseline_features
+from ratchet.evaluate.scoring import SLICE_COLUMNS, Thresholds, check_baseline_features
 from ratchet.train.spec import SparkSpec
 from ratchet.train.trainer import LABEL_COLUMN, feature_matrix
 
@@ -70,7 +70,7 @@ def _load(blob: bytes) -> xgb.Booster:
 def spark_scored_table(test: DataFrame, candidate: xgb.Booster, baseline: xgb.Booster | None = None,
                        baseline_thresholds: Thresholds | None = None) -> pd.DataFrame:
     """The scored table of `test` (a Spark DataFrame of the training-set job's test window),
-    scored on the executors; same columns and checks as release_eval.scored_table."""
+    scored on the executors; same columns and checks as scoring.scored_table."""
     if LABEL_COLUMN not in test.columns:
         raise MissingColumnError(f"the test set has no '{LABEL_COLUMN}' column")
     if not candidate.feature_names:

@@ -141,7 +141,8 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
         import pandas as pd
 
         from ratchet.contracts import contract_from_text
-        from ratchet.evaluate.release_eval import Thresholds, evaluate_candidate
+        from ratchet.app.steps.evaluate import evaluate_candidate
+        from ratchet.evaluate.scoring import Thresholds
         from ratchet.evaluate.spark_scoring import parquet_rows, score_on_spark, use_spark_scoring
         from ratchet.registry import Registry
         from ratchet.train.spec import SparkSpec, parse_spec

@@ -1,8 +1,9 @@
-"""Evaluate a candidate against @production on the same out-of-time test set.
+"""Score a candidate and @production on the same out-of-time test set.
 
-Scores both models on the test window, builds the scored table the contract engine
-reads (label, baseline_score, candidate_score and the slice columns) and returns the
-verdict. With no production model (`bootstrap`), only absolute bounds are judged.
+Builds the scored table the contract engine reads (label, baseline_score,
+candidate_score, baseline_threshold and the slice columns), the headline metrics of a
+verdict and the Evidently reports beside it. Judging is ratchet.contracts'; the release
+step that puts them together is ratchet.app.steps.evaluate.
 """
 
 from __future__ import annotations
@@ -20,29 +21,6 @@ from ratchet.train.trainer import LABEL_COLUMN, predict
 
 SLICE_COLUMNS = (C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL, C.AMOUNT, C.CARD_ID, C.TS)
 METRIC_KEYS = ("auc", "average_precision", "recall_at_fpr", "fpr", "recall", "block_rate", "rows")
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The contract verdict on a candidate, with its renderings and headline metrics."""
-
-    passed: bool
-    verdict: Any  # ratchet.contracts Verdict
-    metrics: dict[str, float]
-    reason: str
-    suggestions: Any = None  # ratchet.thresholds Suggestions the contract was judged at, if any
-    figures: dict[str, bytes] = field(default_factory=dict)  # title -> PNG, embedded in verdict.html
-
-    def renderings(self) -> dict[str, str]:
-        """The verdict as files: JSON, Markdown, HTML and plain text."""
-        import json
-
-        return {
-            "verdict.json": json.dumps(self.verdict.to_dict(), indent=2, default=str),
-            "verdict.md": self.verdict.to_markdown(),
-            "verdict.html": self.verdict.to_html(self.figures),
-            "verdict.txt": self.verdict.to_text(),
-        }
 
 
 @dataclass(frozen=True)
@@ -119,61 +97,3 @@ def write_reports(scored: pd.DataFrame, verdict: Any, contract: Any, drift: tupl
     masks = slice_masks(scored, contract, verdict.worst_slices(n=3))
     written += slice_comparison_reports(scored, verdict.threshold_values, masks, report_dir)
     return written
-
-
-def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
-                       baseline_thresholds: Thresholds | None = None, *, train: pd.DataFrame | None = None,
-                       report_dir: Path | None = None, scored: pd.DataFrame | None = None,
-                       threshold_policy: Any = None) -> Evaluation:
-    """Score, judge against the contract, write Evidently reports (if report_dir), summarise.
-
-    `scored`: the scored table when it was built elsewhere (on Spark, for a large test
-    set); `test` is then only read for the drift report and may be a sample.
-    `threshold_policy` (ratchet.thresholds ThresholdPolicy): suggest per-merchant thresholds
-    and judge the contract with them applied (a `candidate_threshold` column).
-    """
-    from ratchet.contracts import evaluate_contract
-
-    if scored is None:
-        scored = scored_table(test, candidate, baseline, baseline_thresholds)
-    suggestions = None
-    if threshold_policy is not None:
-        from ratchet.thresholds import suggest_thresholds
-
-        th = contract.thresholds
-        suggestions = suggest_thresholds(
-            scored, threshold_policy, default_threshold=th.default,
-            bootstrap_block_rate=th.bootstrap_block_rate if th.candidate == "match_baseline_block_rate" else None,
-            current_default=baseline_thresholds.default if baseline_thresholds else None,
-            current_per_merchant=baseline_thresholds.per_merchant if baseline_thresholds else None,
-            contract=contract)
-        scored = suggestions.apply(scored)
-    verdict = evaluate_contract(contract, scored)
-    figures: dict[str, bytes] = {}
-    if report_dir is not None:
-        features = list(candidate.feature_names or [])
-        written = write_reports(scored, verdict, contract, (train, test) if train is not None else None, features,
-                                report_dir)
-        figures = {"Worst slices: candidate vs production": p.read_bytes() for p in written if p.suffix == ".png"}
-    failures = verdict.failures()
-    if verdict.passed:
-        reason = "gate passed" + (" (bootstrap: absolute bounds only)" if baseline is None else "")
-    else:
-        reason = "gate failed: " + "; ".join(_describe(f) for f in failures[:5])
-    metrics = headline_metrics(verdict, len(scored))
-    if suggestions is not None:  # per-row thresholds: the headline one is the global threshold
-        metrics["threshold"] = suggestions.global_threshold
-    return Evaluation(verdict.passed, verdict, metrics, reason, suggestions, figures)
-
-
-def _describe(failure: Any) -> str:
-    if hasattr(failure, "sentence"):
-        return failure.sentence()
-    get = failure.get if isinstance(failure, dict) else (lambda k, d=None: getattr(failure, k, d))
-    name, slc = get("name"), get("slice")
-    where = f" for {slc}" if slc and slc not in ("overall", "all") else ""
-    return f"{name}{where} (baseline {_fmt(get('baseline'))}, candidate {_fmt(get('candidate'))})"
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -35,13 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
-from ratchet.rollout.observe import (  # noqa: E402,F401 - re-exported for the demo's callers
-    LOG_COLUMNS,
-    DecisionLogTail,
-    live_observer,
-    per_card,
-    review_needs,
-)
+from ratchet.rollout.observe import DecisionLogTail, live_observer
 
 
 @dataclass(frozen=True)
@@ -116,37 +110,7 @@ def register_mistyped_thresholds(registry, source: int, merchants: Sequence[str]
     return version
 
 
-# ---- driving the controller -------------------------------------------------------------------
-def drive(controller, until: Callable[[], bool], *, timeout: float, every: float = 2.0,  # noqa: ANN001
-          say: Callable[[str], None] = print, quiet_waits: float = 15.0) -> bool:
-    """Run controller passes until `until()` holds (True) or `timeout` seconds pass (False).
-
-    Each action's one-line event is said; waits (holding, counting decisions) at most
-    every `quiet_waits` seconds so the log stays readable. A failed pass is said and retried."""
-    from ratchet.errors import RatchetError
-
-    deadline = time.monotonic() + timeout
-    last_wait = 0.0
-    while time.monotonic() < deadline:
-        try:
-            action = controller.run_once()
-        except RatchetError as exc:
-            say(f"pass failed: {exc}")
-            time.sleep(every)
-            continue
-        stamp = controller.clock().strftime("%H:%M:%S")
-        if action.acts:
-            say(f"{stamp} {action.event}")
-        elif time.monotonic() - last_wait >= quiet_waits:
-            last_wait = time.monotonic()
-            say(f"{stamp} {action.event}")
-        if until():
-            return True
-        if not action.acts:
-            time.sleep(every)
-    return until()
-
-
+# ---- the demo's service and plan --------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -250,7 +214,7 @@ def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_d
     the controller (see LockStep)."""
     from ratchet.registry import Registry
     from ratchet.rollout.backends.local import LocalProcessBackend, ServeCommand
-    from ratchet.rollout.cli import promote, render_status, status
+    from ratchet.app.commands.rollout import promote, render_status, status
     from ratchet.rollout.controller import Controller
     from ratchet.rollout.plan import load_plan
     from ratchet.serving.replay import ReplayReport, load_transactions, service_fields, write_labels

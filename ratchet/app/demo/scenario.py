@@ -106,7 +106,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if second.summary.get("passed"):
         from ratchet.registry import Registry as _Registry
-        from ratchet.thresholds.demo import demo_cycle
+        from ratchet.app.demo.thresholds import demo_cycle
 
         _say(f"per-merchant thresholds for v{second.summary['version']}: review the suggestions, approve with "
              "one edit and one rejection (a person's call, recorded in the ledger)")
@@ -123,7 +123,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     rollout_code = 0
     if second.summary.get("passed") and not args.skip_rollout:
-        from ratchet.rollout.demo import run_rollout_demo
+        from ratchet.app.demo.rollout import run_rollout_demo
 
         _say(f"rollout: v{second.summary['version']} through shadow and the canary ramp on live traffic, "
              "then a bad candidate that a live guard rolls back")

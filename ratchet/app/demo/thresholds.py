@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ratchet.thresholds.cli import approval_text
+from ratchet.app.commands.thresholds import approval_text
 from ratchet.thresholds.cycle import approve_version, load_suggestions, review_text, status, status_text
 from ratchet.thresholds.ledger import ThresholdError
 from ratchet.thresholds.policy import DEFAULT_PATH, load_policy

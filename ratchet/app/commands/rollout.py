@@ -1,6 +1,6 @@
 """CLI entry points for people: controller, promote, rollback, status, approve.
 
-Each takes the argparse Namespace and returns an exit code (ratchet.cli wires them).
+Each takes the argparse Namespace and returns an exit code (ratchet.app.cli wires them).
 promote/rollback/approve only change the registry (the intent); the controller acts.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sys
 from typing import Any
 
 from ratchet.errors import RatchetError, RegistryError
@@ -325,13 +324,3 @@ def status_cli(args: argparse.Namespace) -> int:
         if plot:
             print(f"ramp history: {st['plot']}" if st["plot"] else "ramp history: no version has ramped yet")
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - for `python -m ratchet.rollout.cli`
-    from ratchet.cli import main as ratchet_main
-
-    return ratchet_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

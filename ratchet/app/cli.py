@@ -67,7 +67,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ratchet.demo import run_demo
+    from ratchet.app.demo.scenario import run_demo
 
     return run_demo(args)
 
@@ -80,7 +80,7 @@ def _registry_arguments(p: argparse.ArgumentParser) -> None:
 
 def _rollout(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from ratchet.rollout import cli as rollout_cli
+        from ratchet.app.commands import rollout as rollout_cli
 
         return getattr(rollout_cli, name)(args)
 
@@ -224,12 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rollout_commands(sub)
 
-    from ratchet.monitor.cli import add_monitor_arguments, add_monitor_run_arguments
+    from ratchet.app.commands.monitor import add_monitor_arguments, add_monitor_run_arguments
 
     add_monitor_arguments(sub)  # ratchet drift | staleness | estimate [--recheck VERSION]
     add_monitor_run_arguments(sub)  # ratchet monitor run --local
 
-    from ratchet.thresholds.cli import add_thresholds_command
+    from ratchet.app.commands.thresholds import add_thresholds_command
 
     add_thresholds_command(sub, _registry_arguments)  # ratchet thresholds review|approve|status
 

@@ -12,7 +12,7 @@ import getpass
 import json
 import os
 
-EXIT_OK = 0  # as ratchet.cli: errors propagate as RatchetError (exit 2)
+EXIT_OK = 0  # as ratchet.app.cli: errors propagate as RatchetError (exit 2)
 
 
 def _registry(args: argparse.Namespace):
@@ -99,7 +99,7 @@ def status_cli(args: argparse.Namespace) -> int:
 def add_thresholds_command(sub: argparse._SubParsersAction, registry_arguments) -> argparse.ArgumentParser:
     """Add `thresholds review|approve|status` to the `ratchet` parser.
 
-    registry_arguments: ratchet.cli._registry_arguments (adds --tracking-uri, --model-name).
+    registry_arguments: ratchet.app.cli._registry_arguments (adds --tracking-uri, --model-name).
     Imports nothing heavy, so `ratchet --help` stays fast.
     """
     t = sub.add_parser("thresholds", help="per-merchant thresholds: review, approve, status",

@@ -2,7 +2,7 @@
 
 Each takes the parsed arguments and returns the exit code: 0 fine, 1 an alert (drift rule
 hit, a re-checked promotion failed its contract), 2 unusable input (RatchetError, printed
-by ratchet.cli.main), 3 an internal failure. With --format json the summary goes to stdout.
+by ratchet.app.cli.main), 3 an internal failure. With --format json the summary goes to stdout.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _print(summary: dict[str, Any], fmt: str, lines: list[str]) -> None:
 
 
 def drift_cli(args: argparse.Namespace) -> int:
-    from ratchet.monitor.run import drift_step
+    from ratchet.app.steps.monitor import drift_step
 
     s = drift_step(args.out, current=args.current, reference=args.reference, config=args.config,
                    role=args.role, since=args.since, until=args.until, days=args.days,
@@ -40,7 +40,7 @@ def drift_cli(args: argparse.Namespace) -> int:
 
 
 def staleness_cli(args: argparse.Namespace) -> int:
-    from ratchet.monitor.run import staleness_step
+    from ratchet.app.steps.monitor import staleness_step
 
     s = staleness_step(args.out, data=args.data, spec=args.spec, config=args.config,
                        features=args.features.split(",") if args.features else None,
@@ -52,7 +52,7 @@ def staleness_cli(args: argparse.Namespace) -> int:
 
 
 def estimate_cli(args: argparse.Namespace) -> int:
-    from ratchet.monitor.run import estimate_step, recheck_step
+    from ratchet.app.steps.monitor import estimate_step, recheck_step
 
     if args.recheck is not None:
         s = recheck_step(args.out, decision_log=args.decision_log, labels=args.labels, version=args.recheck,
