@@ -12,10 +12,11 @@ import pytest
 import xgboost as xgb
 
 from ratchet.serving.decision_log import SCHEMA, DecisionLog
+from ratchet.serving.log_schema import DecisionRow
 from ratchet.serving.metrics import Metrics
 from ratchet.serving.models import LoadedModel, parse_thresholds, with_fault
 from ratchet.serving.service import Service
-from ratchet.serving.shadow import ShadowScorer
+from ratchet.serving.shadow import ShadowItem, ShadowScorer
 from ratchet.errors import RegistryError
 
 FEATURES = ("amount", "card_count_1h")
@@ -28,8 +29,8 @@ def req(i: int, **kw) -> SimpleNamespace:  # noqa: ANN003
     return SimpleNamespace(**base)
 
 
-def row(i: int, role: str = "production") -> tuple:
-    return (f"r{i}", time.time(), role, 1, 0.25, 0.5, "allow", "ok", None, 0.3, 1, req(i),
+def row(i: int, role: str = "production") -> DecisionRow:
+    return DecisionRow(f"r{i}", time.time(), role, 1, 0.25, 0.5, "allow", "ok", None, 0.3, 1, req(i),
             FEATURES if role != "shadow" else None)
 
 
@@ -140,7 +141,7 @@ def test_shadow_outcomes_are_logged_and_counted(tmp_path, model, fault, status, 
     sh = ShadowScorer(m, log, timeout_s=0.02).start()
     shadow = with_fault(LoadedModel(2, model.booster, FEATURES), fault)
     for i in range(20):
-        sh.submit((shadow, f"r{i}", time.monotonic(), req(i, amount=900.0), "production", "allow", 1))
+        sh.submit(ShadowItem(shadow, f"r{i}", time.monotonic(), req(i, amount=900.0), "production", "allow", 1))
     sh.close()
     log.close()
     df = pd.read_parquet(tmp_path)
@@ -156,7 +157,7 @@ def test_shadow_queue_full_drops_and_counts(model):
     m = Metrics()
     sh = ShadowScorer(m, None, queue_size=5)  # not started: nothing drains
     for i in range(12):
-        sh.submit((model, f"r{i}", time.monotonic(), req(i), "production", "allow", 1))
+        sh.submit(ShadowItem(model, f"r{i}", time.monotonic(), req(i), "production", "allow", 1))
     assert m.shadow_dropped["queue_full"] == 7
 
 

@@ -18,11 +18,13 @@ from typing import Any
 from ratchet.files import read_table
 from ratchet.rollout.plan import RolloutPlan
 from ratchet.rollout.state import DeploymentState, Observations
+from ratchet.serving.log_schema import SCALAR_COLUMNS
 
-#: Decision-log columns the guards and the shadow review read (the `features` map is not
-#: loaded: only the features a contract slices on are pulled out of it).
-LOG_COLUMNS = ("request_id", "ts", "role", "version", "score", "threshold", "decision", "status", "error",
-               "latency_ms", "config_generation")
+#: Decision-log columns the guards and the shadow review read: the log schema's scalar columns
+#: (ratchet.serving.log_schema, the one schema the service writes). The slice keys are read
+#: besides; the `features` map is not loaded: only the features a contract slices on are pulled
+#: out of it.
+LOG_COLUMNS: tuple[str, ...] = SCALAR_COLUMNS
 
 
 # ---- reading the live decision log -----------------------------------------------------------

@@ -1,6 +1,7 @@
 """The decision log: every decision of every role, in Parquet files Spark and pandas read.
 
-Requests only append a tuple to a deque (thread-safe, never blocks); a writer thread
+Requests only append a DecisionRow (ratchet.serving.log_schema: the row record and the
+one Arrow schema) to a deque (thread-safe, never blocks); a writer thread
 drains it into Arrow batches and writes them into the current file one row group at a
 time (every `row_group_rows` rows), so the Parquet encoding is spread thinly rather than
 done for a whole file at rotation, which stalled requests for up to a second. A file is
@@ -11,7 +12,8 @@ starting with '.' or '_'). Rows stay in memory until their file is committed: a 
 write loses nothing and is retried. close() writes what is left.
 
     >>> log = DecisionLog("decisions/", metrics); log.start()
-    >>> log.append((request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1, req, names))
+    >>> log.append(DecisionRow(request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1,
+    ...                        req, names))
     >>> log.close()   # flushes
     >>> pandas.read_parquet("decisions/")
 """
@@ -32,31 +34,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ratchet.serving.log_schema import SCALAR_COLUMNS, SCHEMA, DecisionRow
 from ratchet.serving.schema import SLICE_KEYS, attribute_reader
+
+__all__ = ["SCHEMA", "DecisionLog", "DecisionRow"]
 
 log = logging.getLogger("ratchet.serving")
 
-#: The stable schema of every decision-log file.
-SCHEMA = pa.schema([
-    ("request_id", pa.string()),
-    ("ts", pa.timestamp("us", tz="UTC")),
-    ("role", pa.string()),             # production | canary | shadow
-    ("version", pa.int64()),
-    ("score", pa.float64()),           # null when status != ok
-    ("threshold", pa.float64()),
-    ("decision", pa.string()),         # allow | block; null when status != ok
-    ("status", pa.string()),           # ok | error | timeout
-    ("error", pa.string()),
-    ("latency_ms", pa.float64()),      # served roles: request received -> decided; shadow: its scoring
-    ("config_generation", pa.int64()),  # which loaded configuration decided (see GET /admin/config)
-    *[(k, pa.string()) for k in SLICE_KEYS],
-    ("features", pa.map_(pa.string(), pa.float64())),  # served rows only: the model inputs, for replay
-])
-
-# Row tuple layout appended by the service (cheap to build on the request path):
-# (request_id, ts_epoch_s, role, version, score, threshold, decision, status, error, latency_ms,
-#  generation, request (pydantic model with slice keys and features), feature_names or None)
-_N_SCALAR = 11
 #: rows turned into one Arrow batch at a time by the writer (~5 us of Python each)
 _DRAIN_CHUNK = 128
 
@@ -64,24 +48,24 @@ _DRAIN_CHUNK = 128
 _slice_keys = attribute_reader(SLICE_KEYS)
 
 
-def _batch(rows: list[tuple]) -> pa.RecordBatch:
+def _batch(rows: list[DecisionRow]) -> pa.RecordBatch:
     """Rows -> one Arrow batch. Per row only a few C-level calls (the writer thread holds the
     GIL while it runs Python, so this is kept short); the columns are built by Arrow/numpy."""
     n = len(rows)
-    cols = list(zip(*[row[:_N_SCALAR] for row in rows]))
-    keys = list(zip(*[_slice_keys(row[_N_SCALAR]) for row in rows]))
+    col = dict(zip(DecisionRow._fields, zip(*rows)))  # field name -> that field of every row
+    keys = list(zip(*[_slice_keys(r) for r in col["request"]]))
     offsets: list[int | None] = [0] * (n + 1)
     flat_values: list[Any] = []
     flat_names: list[str] = []
     at = 0
     for i, row in enumerate(rows):
-        names = row[_N_SCALAR + 1]
+        names = row.feature_names
         if names is None:
             offsets[i] = None  # a null map (shadow rows); its end offset is the next entry
             offsets[i + 1] = at
             continue
         offsets[i] = at
-        flat_values.extend(attribute_reader(names)(row[_N_SCALAR]))
+        flat_values.extend(attribute_reader(names)(row.request))
         flat_names.extend(names)
         at += len(names)
         offsets[i + 1] = at
@@ -89,11 +73,10 @@ def _batch(rows: list[tuple]) -> pa.RecordBatch:
     values = pa.array(np.array(flat_values, dtype=np.float64) if flat_values else np.empty(0, np.float64))
     features = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat_names, pa.string()), values,
                                        type=SCHEMA.field("features").type)
-    ts = pa.array((np.array(cols[1], dtype=np.float64) * 1_000_000).astype(np.int64)).cast(
-        pa.timestamp("us", tz="UTC"))
-    arrays = [pa.array(cols[0], pa.string()), ts] + [
-        pa.array(cols[i], SCHEMA.field(i).type) for i in range(2, _N_SCALAR)
-    ] + [pa.array(k, pa.string()) for k in keys] + [features]
+    ts = pa.array((np.array(col["ts"], dtype=np.float64) * 1_000_000).astype(np.int64)).cast(
+        SCHEMA.field("ts").type)
+    arrays = [ts if name == "ts" else pa.array(col[name], SCHEMA.field(name).type) for name in SCALAR_COLUMNS] \
+        + [pa.array(k, pa.string()) for k in keys] + [features]
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
@@ -134,7 +117,7 @@ class DecisionLog:
         self.drain_every = drain_every
         self.row_group_rows = max(1, row_group_rows)
         self.instance = secrets.token_hex(3)
-        self._queue: collections.deque[tuple] = collections.deque()
+        self._queue: collections.deque[DecisionRow] = collections.deque()
         self._batches: list[pa.RecordBatch] = []
         self._pending = 0
         self._file_started: float | None = None   # time of the oldest row not yet in a file
@@ -158,7 +141,7 @@ class DecisionLog:
             })
 
     # ---- request path ----------------------------------------------------------------
-    def append(self, row: tuple) -> None:
+    def append(self, row: DecisionRow) -> None:
         if len(self._queue) >= self.max_buffered_rows:
             self.dropped += 1  # the writer is far behind (storage down): shed, count, never block
             return
@@ -188,7 +171,7 @@ class DecisionLog:
             return
         rows = [q.popleft() for _ in range(n)]
         if self._file_started is None:
-            self._file_started = rows[0][1]
+            self._file_started = rows[0].ts
         # small batches with a GIL hand-over between them: the request thread waits at most one
         # batch (~1 ms of Python), not the whole drain, when it needs the GIL back
         for i in range(0, n, _DRAIN_CHUNK):

@@ -28,10 +28,12 @@ from pydantic import BaseModel, ValidationError
 
 from ratchet.errors import RatchetError
 from ratchet.serving.config import StageConfig, VersionRef
+from ratchet.serving.log_schema import DecisionRow
 from ratchet.serving.metrics import Metrics
 from ratchet.serving.models import LoadedModel, faults, with_fault
 from ratchet.serving.routing import cohort_matcher, route_to_canary
 from ratchet.serving.schema import request_decoder, request_model, validation_problems
+from ratchet.serving.shadow import ShadowItem
 
 log = logging.getLogger("ratchet.serving")
 
@@ -184,10 +186,10 @@ class Service:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         self.metrics.decisions[(role, model.version, decision)] += 1
         if self.log is not None:
-            self.log.append((rid, time.time(), role, model.version, score, threshold, decision, "ok", None,
-                             latency_ms, snap.generation, req, model.features))
+            self.log.append(DecisionRow(rid, time.time(), role, model.version, score, threshold, decision, "ok", None,
+                                        latency_ms, snap.generation, req, model.features))
         if snap.shadow is not None and self.shadow is not None:
-            self.shadow.submit((snap.shadow, rid, time.monotonic(), req, role, decision, snap.generation))
+            self.shadow.submit(ShadowItem(snap.shadow, rid, time.monotonic(), req, role, decision, snap.generation))
         return 200, {"decision": decision, "score": score, "threshold": threshold, "model_version": model.version,
                      "role": role, "request_id": rid}
 

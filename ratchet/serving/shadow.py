@@ -9,7 +9,7 @@ late scores discarded; requests that waited too long are dropped as stale. Nothi
 here can reach the production answer: no locks are shared with the request path.
 
     >>> sh = ShadowScorer(metrics, decision_log, queue_size=10_000, timeout_s=0.05).start()
-    >>> sh.submit((model, request_id, time.monotonic(), req, "production", "allow", generation))
+    >>> sh.submit(ShadowItem(model, request_id, time.monotonic(), req, "production", "allow", generation))
 """
 
 from __future__ import annotations
@@ -20,15 +20,25 @@ import logging
 import os
 import threading
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ratchet.serving.log_schema import DecisionRow
 from ratchet.serving.schema import attribute_reader
 
 log = logging.getLogger("ratchet.serving")
 
-# Item: (LoadedModel, request_id, enqueued monotonic s, request, served role, served decision, generation)
-ShadowItem = tuple
+class ShadowItem(NamedTuple):
+    """One request queued for the shadow (built on the request path: a NamedTuple, tuple-cheap)."""
+
+    model: Any                # the shadow's LoadedModel (items are grouped by it)
+    request_id: str
+    enqueued: float           # time.monotonic() when queued; older than stale_after_s -> dropped
+    request: Any              # the validated request (features read by attribute)
+    served_role: str          # production | canary: the role that answered
+    served_decision: str      # what it answered, to count disagreements
+    config_generation: int    # the configuration that served it, logged with the shadow row
 
 
 class ShadowScorer:
@@ -82,24 +92,24 @@ class ShadowScorer:
         q = self._queue
         items = [q.popleft() for _ in range(min(len(q), self.batch))]
         now = time.monotonic()
-        fresh = [it for it in items if now - it[2] <= self.stale_after_s]
+        fresh = [it for it in items if now - it.enqueued <= self.stale_after_s]
         if len(fresh) < len(items):
             self.metrics.shadow_dropped["stale"] += len(items) - len(fresh)
         by_model: dict[int, list[ShadowItem]] = {}
         for it in fresh:
-            by_model.setdefault(id(it[0]), []).append(it)
+            by_model.setdefault(id(it.model), []).append(it)
         for group in by_model.values():
             self._score_group(group)
 
     def _score_group(self, group: list[ShadowItem]) -> None:
-        model = group[0][0]
+        model = group[0].model
         names = model.features
         m = self.metrics
         status, error, scores = "ok", None, None
         started = time.perf_counter()
         try:
             read = attribute_reader(names)
-            x = np.array([read(it[3]) for it in group], dtype=np.float32)  # None -> NaN
+            x = np.array([read(it.request) for it in group], dtype=np.float32)  # None -> NaN
             scores = model.predict(x)
         except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
             status, error = "error", f"{type(exc).__name__}: {exc}"[:500]
@@ -111,19 +121,19 @@ class ShadowScorer:
             m.shadow_timeouts += len(group)
         now = time.time()
         per_row_ms = elapsed * 1000 / len(group)
-        for i, (_model, request_id, _t, req, served_role, served_decision, generation) in enumerate(group):
+        for i, it in enumerate(group):
             if scores is not None:
                 score = float(scores[i])
-                thr = model.threshold_for(req.merchant_id)
+                thr = model.threshold_for(it.request.merchant_id)
                 decision = "block" if score >= thr else "allow"
                 m.decisions[("shadow", model.version, decision)] += 1
-                if decision != served_decision:
-                    m.shadow_disagreements[served_role] += 1
+                if decision != it.served_decision:
+                    m.shadow_disagreements[it.served_role] += 1
             else:
-                score, thr, decision = None, model.threshold_for(req.merchant_id), None
+                score, thr, decision = None, model.threshold_for(it.request.merchant_id), None
             if self.log is not None:
-                self.log.append((request_id, now, "shadow", model.version, score, thr, decision, status, error,
-                                 per_row_ms, generation, req, None))
+                self.log.append(DecisionRow(it.request_id, now, "shadow", model.version, score, thr, decision, status,
+                                            error, per_row_ms, it.config_generation, it.request, None))
         if status == "ok":
             m.shadow_scored += len(group)
 
