@@ -8,7 +8,8 @@ the mode (`suggest` waits for a person at every gate, `auto` proceeds).
     >>> [s.weight for s in plan.canary.steps], plan.mode
     ([1.0, 5.0, 25.0, 50.0, 100.0], 'suggest')
 
-Every validation error names the file, the line and the key.
+The file is declared as pydantic models (PlanFile) checked by ratchet.yamlfile.validate;
+every validation error names the file, the line and the key.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ratchet.yamlfile import KeyPath, YamlDoc, load_yaml, parse_yaml
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator, model_validator
+
+from ratchet.yamlfile import FileModel, Problem, YamlDoc, fail, load_yaml, parse_yaml, validate
 
 MODES = ("suggest", "auto")
 GUARD_NAMES = ("block_rate", "error_rate", "p99_latency_ms")
@@ -130,179 +133,269 @@ class RolloutPlan:
         return self.canary.steps
 
 
-# ---- loading ---------------------------------------------------------------------------
-def _get(doc: YamlDoc, kp: KeyPath, raw: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    for k in raw:
-        if k not in allowed:
-            raise doc.error(kp + (k,), f"unknown key; expected one of {', '.join(allowed)}")
+# ---- the file ------------------------------------------------------------------------
+def _number(lo: float | None = None, hi: float | None = None, *, whole: bool = False) -> Any:
+    """A number in [lo, hi] (a whole number when `whole`), with the plan's wording."""
+
+    def check(value: Any) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail(f"expected a number, got {value!r}")
+        if whole and int(value) != value:
+            raise fail(f"expected a whole number, got {value!r}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            rng = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
+                f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+            raise fail(f"must be {rng}, got {value!r}")
+        return int(value) if whole else float(value)
+
+    schema: dict[str, Any] = {"type": "integer" if whole else "number"}
+    if lo is not None:
+        schema["minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
+    return Annotated[float, PlainValidator(check), WithJsonSchema(schema)]
 
 
-def _mapping(doc: YamlDoc, kp: KeyPath, value: Any, *, required: bool = False) -> dict[str, Any]:
-    if value is None:
-        if required:
-            raise doc.error(kp, "is required")
-        return {}
-    if not isinstance(value, dict):
-        raise doc.error(kp, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _number(doc: YamlDoc, kp: KeyPath, value: Any, *, lo: float | None = None, hi: float | None = None,
-            integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise doc.error(kp, f"expected a number, got {value!r}")
-    if integer and int(value) != value:
-        raise doc.error(kp, f"expected a whole number, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
-            f">= {lo:g}" if lo is not None else f"<= {hi:g}")
-        raise doc.error(kp, f"must be {rng}, got {value!r}")
-    return float(value)
-
-
-def _duration(doc: YamlDoc, kp: KeyPath, value: Any, scale: float) -> float:
+def _seconds(value: Any) -> float:
     try:
-        return parse_duration(value) * scale
+        return parse_duration(value)
     except ValueError as exc:
-        raise doc.error(kp, str(exc)) from None
+        raise fail(str(exc)) from None
 
 
-def _guards(doc: YamlDoc, raw: Any) -> Guards:
-    kp: KeyPath = ("guards",)
-    g = _mapping(doc, kp, raw)
-    _get(doc, kp, g, GUARD_NAMES + ("confidence",))
-    confidence = _number(doc, kp + ("confidence",), g.get("confidence", 0.95), lo=0.5, hi=0.9999)
-    block: BlockRateGuard | None = None
-    if g.get("block_rate", {}) is not False:
-        b = _mapping(doc, kp + ("block_rate",), g.get("block_rate"))
-        bkp = kp + ("block_rate",)
-        _get(doc, bkp, b, ("per", "tolerance", "min_support", "confidence"))
-        tol = _mapping(doc, bkp + ("tolerance",), b.get("tolerance", {"relative": 0.10, "absolute": 0.0005}))
-        _get(doc, bkp + ("tolerance",), tol, ("relative", "absolute"))
-        if not tol:
-            raise doc.error(bkp + ("tolerance",), "give relative and/or absolute")
-        rel = tol.get("relative")
-        ab = tol.get("absolute")
-        per = b.get("per", "country")
-        if not isinstance(per, str) or not per:
-            raise doc.error(bkp + ("per",), f"expected a column name such as country, got {per!r}")
-        block = BlockRateGuard(
-            per=per,
-            relative=None if rel is None else _number(doc, bkp + ("tolerance", "relative"), rel, lo=0),
-            absolute=None if ab is None else _number(doc, bkp + ("tolerance", "absolute"), ab, lo=0),
-            min_support=int(_number(doc, bkp + ("min_support",), b.get("min_support", 500), lo=1, integer=True)),
-            confidence=_number(doc, bkp + ("confidence",), b.get("confidence", confidence), lo=0.5, hi=0.9999),
-        )
-    max_err = None
-    if g.get("error_rate") is not None:
-        e = _mapping(doc, kp + ("error_rate",), g["error_rate"])
-        _get(doc, kp + ("error_rate",), e, ("max",))
-        max_err = _number(doc, kp + ("error_rate", "max"), e.get("max", 0.01), lo=0, hi=1)
-    max_p99, lat_min = None, 200
-    if g.get("p99_latency_ms") is not None:
-        lat = _mapping(doc, kp + ("p99_latency_ms",), g["p99_latency_ms"])
-        _get(doc, kp + ("p99_latency_ms",), lat, ("max", "min_decisions"))
-        if "max" not in lat:
-            raise doc.error(kp + ("p99_latency_ms",), "needs max (milliseconds)")
-        max_p99 = _number(doc, kp + ("p99_latency_ms", "max"), lat["max"], lo=0)
-        lat_min = int(_number(doc, kp + ("p99_latency_ms", "min_decisions"), lat.get("min_decisions", 200),
-                              lo=1, integer=True))
-    return Guards(block_rate=block, max_error_rate=max_err, max_p99_latency_ms=max_p99,
-                  latency_min_decisions=lat_min, confidence=confidence)
+#: '10m', '30s', '2h', '1d', '250ms' or a number of seconds; validated to seconds (unscaled).
+Duration = Annotated[float, PlainValidator(_seconds), WithJsonSchema({
+    "anyOf": [{"type": "string", "pattern": _DURATION.pattern}, {"type": "number", "minimum": 0}],
+    "description": "a duration: 30s, 10m, 2h, 1d, 250ms, or seconds"})]
 
 
-def _cohort(doc: YamlDoc, kp: KeyPath, raw: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
-    if raw is None:
-        return None
-    c = _mapping(doc, kp, raw)
-    _get(doc, kp, c, COHORT_KEYS)
-    if len(c) != 1:
-        raise doc.error(kp, "name exactly one column, e.g. {country: [FR]} or {merchant_id: [m1, m2]}")
-    out = []
-    for k, v in c.items():
-        vals = v if isinstance(v, list) else [v]
-        if not vals or any(isinstance(x, dict | list) or x is None for x in vals):
-            raise doc.error(kp + (k,), "expected a value or a non-empty list of values")
-        out.append((k, tuple(sorted(str(x) for x in vals))))
-    return tuple(out)
+def _cohort_values(value: Any) -> tuple[str, ...]:
+    vals = value if isinstance(value, list) else [value]
+    if not vals or any(isinstance(x, dict | list) or x is None for x in vals):
+        raise fail("expected a value or a non-empty list of values")
+    return tuple(sorted(str(x) for x in vals))
+
+
+_SCALAR = {"type": ["string", "number", "boolean"]}
+CohortValues = Annotated[tuple[str, ...], PlainValidator(_cohort_values), WithJsonSchema(
+    {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR, "minItems": 1}]})]
+
+
+class ToleranceFile(FileModel):
+    relative: _number(lo=0) | None = None
+    absolute: _number(lo=0) | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "ToleranceFile":
+        if not self.model_fields_set:
+            raise fail("give relative and/or absolute")
+        return self
+
+
+class BlockRateFile(FileModel):
+    per: str = "country"
+    tolerance: ToleranceFile = ToleranceFile(relative=0.10, absolute=0.0005)
+    min_support: _number(lo=1, whole=True) = 500
+    confidence: _number(lo=0.5, hi=0.9999) | None = None  # None: the guards' confidence
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _null_tolerance(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _per(cls, v: Any) -> Any:
+        if not isinstance(v, str) or not v:
+            raise fail(f"expected a column name such as country, got {v!r}")
+        return v
+
+
+class ErrorRateFile(FileModel):
+    max: _number(lo=0, hi=1) = 0.01
+
+
+class LatencyFile(FileModel):
+    max: _number(lo=0) | None = None
+    min_decisions: _number(lo=1, whole=True) = 200
+
+    @model_validator(mode="after")
+    def _needs_max(self) -> "LatencyFile":
+        if self.max is None:
+            raise fail("needs max (milliseconds)")
+        return self
+
+
+class GuardsFile(FileModel):
+    """Label-free checks on live decisions; `block_rate: false` turns that one off, a
+    missing error_rate or p99_latency_ms leaves it off."""
+
+    none_is_default = True
+    block_rate: BlockRateFile | Literal[False] = BlockRateFile()
+    error_rate: ErrorRateFile | None = None
+    p99_latency_ms: LatencyFile | None = None
+    confidence: _number(lo=0.5, hi=0.9999) = 0.95
+
+    @field_validator("block_rate", mode="before")
+    @classmethod
+    def _null_block(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+class ShadowFile(FileModel):
+    none_is_default = True
+    min_duration: Duration = 0.0
+    min_decisions: _number(lo=0, whole=True) = 0
+    contract: str | None = None
+    guards: list[Literal[GUARD_NAMES]] = ["block_rate", "error_rate"]
+    from_staging: bool = True
+    max_decisions: _number(lo=1, whole=True) | None = None
+    at_max: Literal[AT_MAX] = "hold"
+
+    @field_validator("contract", mode="before")
+    @classmethod
+    def _contract(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str):
+            raise fail(f"expected a path, got {v!r}")
+        return v
+
+    @field_validator("guards", mode="before")
+    @classmethod
+    def _guards(cls, v: Any) -> Any:
+        if not isinstance(v, list) or any(x not in GUARD_NAMES for x in v):
+            raise fail(f"expected a list of guard names from {', '.join(GUARD_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _max(self) -> "ShadowFile":
+        if self.max_decisions is not None and self.max_decisions < self.min_decisions:
+            raise fail(f"must be at least min_decisions ({self.min_decisions}), got {self.max_decisions}",
+                       "max_decisions")
+        return self
+
+
+class StepFile(FileModel):
+    weight: _number(lo=0, hi=100) | None = None  # required; None gives the plan's own message
+    hold: Duration = 0.0
+    min_decisions: _number(lo=0, whole=True) = 0
+
+    @model_validator(mode="after")
+    def _needs_weight(self) -> "StepFile":
+        if self.weight is None:
+            raise fail("needs weight (percent of traffic)")
+        return self
+
+
+class CohortFile(FileModel):
+    """Exactly one column and its value(s), e.g. {country: [FR]}."""
+
+    country: CohortValues | None = None
+    merchant_id: CohortValues | None = None
+    merchant_category: CohortValues | None = None
+    channel: CohortValues | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "CohortFile":
+        if len(self.model_fields_set) != 1:
+            raise fail("name exactly one column, e.g. {country: [FR]} or {merchant_id: [m1, m2]}")
+        return self
+
+
+class CanaryFile(FileModel):
+    steps: list[StepFile] = Field(min_length=1)
+    cohort: CohortFile | None = None
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "CanaryFile":
+        last = 0.0
+        for i, st in enumerate(self.steps):
+            assert st.weight is not None
+            if st.weight <= last:
+                raise fail(f"weights must increase and be > 0; {st.weight:g} follows {last:g}", "steps", i, "weight")
+            last = st.weight
+        return self
+
+
+class PlanFile(FileModel):
+    """A rollout plan file (contracts/rollout.yaml)."""
+
+    model_config = ConfigDict(title="ratchet rollout plan")
+    none_is_default = True
+    version: Literal[1] = 1
+    name: Any = Field(default="rollout", json_schema_extra={"type": "string"})
+    description: Any = Field(default=None, json_schema_extra={"type": "string"})
+    mode: Literal[MODES] = "suggest"
+    interval: Duration = 30.0
+    time_scale: _number(lo=0) = 1.0
+    shadow: ShadowFile = ShadowFile()
+    canary: CanaryFile
+    guards: GuardsFile = GuardsFile()
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise fail("must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _at_max(self) -> "PlanFile":
+        at_max = self.shadow.at_max
+        if at_max != "hold" and self.mode != "auto":
+            raise fail(f"'{at_max}' decides without a person, so it needs mode: auto; in suggest mode open "
+                       "questions wait for `ratchet approve VERSION --waive ... --reason ...`", "shadow", "at_max")
+        if at_max != "hold" and self.shadow.max_decisions is None:
+            raise fail("needs shadow.max_decisions: when to apply it", "shadow", "at_max")
+        return self
+
+
+def _messages(p: Problem) -> str | None:
+    if p.kind == "unknown_key":
+        return f"unknown key; expected one of {', '.join(p.ctx['allowed'])}"
+    if p.kind == "literal_error" and p.keypath == ("version",):
+        return f"unsupported plan version {p.value!r}; expected 1"
+    if p.kind in ("model_type", "model_attributes_type") and p.value is None:
+        return "is required"
+    if p.keypath == ("canary", "steps") and p.kind in ("missing", "list_type", "too_short"):
+        return "expected a non-empty list of {weight, hold, min_decisions}"
+    if p.kind == "bool_type":
+        return "expected true or false"
+    return None
 
 
 def _build(doc: YamlDoc) -> RolloutPlan:
-    d = doc.data
-    _get(doc, (), d, ("version", "name", "description", "mode", "interval", "time_scale", "shadow", "canary", "guards"))
-    if d.get("version", 1) != 1:
-        raise doc.error(("version",), f"unsupported plan version {d.get('version')!r}; expected 1")
-    mode = d.get("mode", "suggest")
-    if mode not in MODES:
-        raise doc.error(("mode",), f"expected one of {', '.join(MODES)}, got {mode!r}")
-    scale = _number(doc, ("time_scale",), d.get("time_scale", 1.0), lo=0)
-    interval = _duration(doc, ("interval",), d.get("interval", "30s"), 1.0)
-    if interval <= 0:
-        raise doc.error(("interval",), "must be positive")
-
-    s = _mapping(doc, ("shadow",), d.get("shadow"))
-    _get(doc, ("shadow",), s, ("min_duration", "min_decisions", "contract", "guards", "from_staging",
-                               "max_decisions", "at_max"))
-    contract = s.get("contract")
+    f = validate(doc, PlanFile, _messages)
+    scale = f.time_scale
+    contract = f.shadow.contract
     if contract is not None:
-        if not isinstance(contract, str):
-            raise doc.error(("shadow", "contract"), f"expected a path, got {contract!r}")
         p = Path(contract)
         if not p.is_absolute() and doc.path not in ("<string>", ""):
             p = Path(doc.path).parent / p
         if doc.path not in ("<string>", "") and not p.exists():
             raise doc.error(("shadow", "contract"), f"contract file {p} not found")
         contract = str(p)
-    sg = s.get("guards", ["block_rate", "error_rate"])
-    if not isinstance(sg, list) or any(x not in GUARD_NAMES for x in sg):
-        raise doc.error(("shadow", "guards"), f"expected a list of guard names from {', '.join(GUARD_NAMES)}")
-    fs = s.get("from_staging", True)
-    if not isinstance(fs, bool):
-        raise doc.error(("shadow", "from_staging"), "expected true or false")
-    min_dec = int(_number(doc, ("shadow", "min_decisions"), s.get("min_decisions", 0), lo=0, integer=True))
-    max_dec = None
-    if s.get("max_decisions") is not None:
-        max_dec = int(_number(doc, ("shadow", "max_decisions"), s["max_decisions"], lo=1, integer=True))
-        if max_dec < min_dec:
-            raise doc.error(("shadow", "max_decisions"), f"must be at least min_decisions ({min_dec}), got {max_dec}")
-    at_max = s.get("at_max", "hold")
-    if at_max not in AT_MAX:
-        raise doc.error(("shadow", "at_max"), f"expected one of {', '.join(AT_MAX)}, got {at_max!r}")
-    if at_max != "hold" and d.get("mode", "suggest") != "auto":
-        raise doc.error(("shadow", "at_max"), f"'{at_max}' decides without a person, so it needs mode: auto; "
-                        "in suggest mode open questions wait for `ratchet approve VERSION --waive ... --reason ...`")
-    if at_max != "hold" and max_dec is None:
-        raise doc.error(("shadow", "at_max"), "needs shadow.max_decisions: when to apply it")
-    shadow = ShadowPhase(
-        min_duration=_duration(doc, ("shadow", "min_duration"), s.get("min_duration", 0), scale),
-        min_decisions=min_dec, contract=contract, guards=tuple(sg), from_staging=fs,
-        max_decisions=max_dec, at_max=at_max,
-    )
-
-    c = _mapping(doc, ("canary",), d.get("canary"), required=True)
-    _get(doc, ("canary",), c, ("steps", "cohort"))
-    raw_steps = c.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise doc.error(("canary", "steps"), "expected a non-empty list of {weight, hold, min_decisions}")
-    steps = []
-    last = 0.0
-    for i, st in enumerate(raw_steps):
-        kp: KeyPath = ("canary", "steps", i)
-        st = _mapping(doc, kp, st, required=True)
-        _get(doc, kp, st, ("weight", "hold", "min_decisions"))
-        if "weight" not in st:
-            raise doc.error(kp, "needs weight (percent of traffic)")
-        w = _number(doc, kp + ("weight",), st["weight"], lo=0, hi=100)
-        if w <= last:
-            raise doc.error(kp + ("weight",), f"weights must increase and be > 0; {w:g} follows {last:g}")
-        last = w
-        steps.append(CanaryStep(weight=w, hold=_duration(doc, kp + ("hold",), st.get("hold", 0), scale),
-                                min_decisions=int(_number(doc, kp + ("min_decisions",), st.get("min_decisions", 0),
-                                                          lo=0, integer=True))))
-    canary = CanaryPhase(steps=tuple(steps), cohort=_cohort(doc, ("canary", "cohort"), c.get("cohort")))
-    name = d.get("name", "rollout")
-    return RolloutPlan(mode=mode, interval=interval, shadow=shadow, canary=canary,
-                       guards=_guards(doc, d.get("guards")), name=str(name), path=doc.path)
+    s = f.shadow
+    shadow = ShadowPhase(min_duration=s.min_duration * scale, min_decisions=s.min_decisions, contract=contract,
+                         guards=tuple(s.guards), from_staging=s.from_staging, max_decisions=s.max_decisions,
+                         at_max=s.at_max)
+    steps = tuple(CanaryStep(weight=st.weight, hold=st.hold * scale, min_decisions=st.min_decisions)
+                  for st in f.canary.steps)
+    cohort = None
+    if f.canary.cohort is not None:
+        cohort = tuple((k, getattr(f.canary.cohort, k)) for k in COHORT_KEYS if k in f.canary.cohort.model_fields_set)
+    g = f.guards
+    block = None
+    if g.block_rate is not False:
+        b = g.block_rate
+        block = BlockRateGuard(per=b.per, relative=b.tolerance.relative, absolute=b.tolerance.absolute,
+                               min_support=b.min_support,
+                               confidence=g.confidence if b.confidence is None else b.confidence)
+    guards = Guards(block_rate=block, max_error_rate=None if g.error_rate is None else g.error_rate.max,
+                    max_p99_latency_ms=None if g.p99_latency_ms is None else g.p99_latency_ms.max,
+                    latency_min_decisions=200 if g.p99_latency_ms is None else g.p99_latency_ms.min_decisions,
+                    confidence=g.confidence)
+    return RolloutPlan(mode=f.mode, interval=f.interval, shadow=shadow, canary=CanaryPhase(steps=steps, cohort=cohort),
+                       guards=guards, name=str(f.name), path=doc.path)
 
 
 def load_plan(path: str | Path) -> RolloutPlan:
