@@ -6,11 +6,9 @@ transition is appended to its history.
 """
 
 from ratchet.registry.store import (
-    STAGES,
-    STATES,
     ReleaseRecord,
     Registry,
     default_tracking_uri,
 )
 
-__all__ = ["STAGES", "STATES", "ReleaseRecord", "Registry", "default_tracking_uri"]
+__all__ = ["ReleaseRecord", "Registry", "default_tracking_uri"]

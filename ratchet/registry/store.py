@@ -1,4 +1,9 @@
-"""MLflow-backed registry: log a release, register a version, move aliases, keep history."""
+"""The MLflow adapter: log a release, register a version, move aliases, keep history.
+
+No business rules: which moves are allowed and what they imply (moving production
+retires the version it replaces; a rejected version takes no stage) is the stage
+model's (ratchet.stages); `apply` writes the StageChange it decides.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ratchet.errors import RegistryError
-
-STAGES: tuple[str, ...] = ("staging", "shadow", "canary", "production")
-STATES: tuple[str, ...] = ("candidate", "rejected", "staging", "shadow", "canary", "production", "retired", "rolled_back")
+from ratchet.stages.model import StageChange, check_stage, move_to_stage
 EXPERIMENT = "ratchet-releases"
 MODEL_PIP_REQUIREMENTS = ["xgboost", "pandas<3", "numpy"]
 
@@ -234,27 +237,27 @@ class Registry:
 
     def set_stage(self, version: int, stage: str, *, actor: str, reason: str,
                   evidence: dict[str, Any] | None = None) -> None:
-        """Point alias `stage` at a version, update states and record the transition.
-
-        Moving `production` retires the version that held it. A rejected version can
-        never take a stage: the gate's word stands.
-        """
-        if stage not in STAGES:
-            raise RegistryError(f"unknown stage '{stage}'; stages are {', '.join(STAGES)}")
+        """Move a version to a stage as the stage model decides (ratchet.stages.move_to_stage);
+        nothing when it is there already."""
+        check_stage(stage)
         tags = self.tags(version)
-        if tags.get("state") == "rejected":
-            raise RegistryError(f"version {version} was rejected by its gate ({tags.get('reason', '')}); "
-                                "it cannot take a stage")
-        previous = self.alias_version(stage)
-        if previous == version and tags.get("state") == stage:
-            return  # already there: idempotent
-        self.client.set_registered_model_alias(self.model_name, stage, str(version))
-        self.client.set_model_version_tag(self.model_name, str(version), "state", stage)
-        self.record_transition(version, tags.get("state"), stage, actor=actor, reason=reason, evidence=evidence)
-        if stage == "production" and previous is not None and previous != version:
-            self.client.set_model_version_tag(self.model_name, str(previous), "state", "retired")
-            self.record_transition(previous, "production", "retired", actor=actor,
-                                   reason=f"replaced by version {version}")
+        change = move_to_stage(version, stage, state=tags.get("state"), holder=self.alias_version(stage),
+                               reason=reason, evidence=evidence, gate_reason=tags.get("reason", ""))
+        if change is not None:
+            self.apply(change, actor=actor)
+
+    def apply(self, change: StageChange, *, actor: str) -> None:
+        """Write a change of intent: alias moves, then version tags, then history records."""
+        for move in change.aliases:
+            if move.remove:
+                self.remove_alias(move.stage, move.version)
+            else:
+                self.client.set_registered_model_alias(self.model_name, move.stage, str(move.version))
+        for version, tags in change.tags:
+            self.set_tags(version, tags)
+        for t in change.transitions:
+            self.record_transition(t.version, t.from_state, t.to_state, actor=actor, reason=t.reason,
+                                   evidence=t.evidence)
 
     # ---- rollout controller (additions) --------------------------------------------
     # Small, idempotent writes the rollout controller composes; each is one MLflow call
@@ -262,8 +265,7 @@ class Registry:
     # them can repeat them all on restart without changing the outcome.
     def set_alias(self, stage: str, version: int) -> bool:
         """Point alias `stage` at `version` with no bookkeeping; False when it already did."""
-        if stage not in STAGES:
-            raise RegistryError(f"unknown stage '{stage}'; stages are {', '.join(STAGES)}")
+        check_stage(stage)
         self._version(version)
         if self.alias_version(stage) == version:
             return False

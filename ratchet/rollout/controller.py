@@ -37,6 +37,7 @@ from ratchet.rollout.state import (
     OPEN_QUESTIONS_TAG, POLICY_WAIVER_TAG, WAIVED_TAG, DeploymentState, Intent, Observations, Progress, VersionInfo, parse_iso,
     parse_open_questions, parse_waived,
 )
+from ratchet.stages.model import approvals_from_tags
 
 Observer = Callable[[DeploymentState, dict[str, datetime | None]], Observations]
 """observe(fact, windows) -> Observations; windows maps role (canary, shadow) to the start of its current step."""
@@ -46,20 +47,6 @@ PENDING = "pending"
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def approval_tag(run: int, gate: str) -> str:
-    """Version tag a person's approval is stored under (MLflow tag keys allow no ':')."""
-    return f"approval.r{run}.{gate.replace(':', '-')}"
-
-
-def _approvals(tags: dict[str, str]) -> frozenset[str]:
-    out = set()
-    for k in tags:
-        if k.startswith("approval.r"):
-            _, run, gate = k.split(".", 2)
-            out.add(f"{run}:{gate.replace('-', ':')}")
-    return frozenset(out)
 
 
 def read_intent(registry, fact: DeploymentState | None = None) -> Intent:  # noqa: ANN001 - Registry
@@ -77,7 +64,7 @@ def read_intent(registry, fact: DeploymentState | None = None) -> Intent:  # noq
         except RegistryError:
             continue  # a version deleted from the registry: nothing to read
         versions[v] = VersionInfo(state=tags.get("state", ""), progress=Progress.from_json(tags.get("rollout")),
-                                  approvals=_approvals(tags),
+                                  approvals=approvals_from_tags(tags),
                                   open_questions=parse_open_questions(tags.get(OPEN_QUESTIONS_TAG)),
                                   waived=frozenset(parse_waived(tags.get(WAIVED_TAG), tags.get(POLICY_WAIVER_TAG))))
     return Intent(aliases=aliases, versions=versions, pending=pending)

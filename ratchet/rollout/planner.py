@@ -31,6 +31,8 @@ from ratchet.rollout.plan import RolloutPlan, format_duration
 from ratchet.rollout.state import (
     POLICY_WAIVER_TAG, WAIVE_ALL, DeploymentState, Intent, Observations, Progress, VersionInfo, iso, parse_iso,
 )
+from ratchet.stages.model import LEFT_ROLLOUT, Stage, StageChange, State, approval_tag
+from ratchet.stages.model import approval_key as gate_key  # approvals: 'r{run}:{gate}'
 
 UNDO = "kubectl rollout undo"
 OUTSIDE = "deployment changed outside ratchet"
@@ -52,11 +54,6 @@ class _Ctx:
         return self.intent.info(v)
 
 
-def gate_key(run: int, gate: str) -> str:
-    """How an approval is named: 'r{run}:{gate}' (gates: shadow, canary:N, production)."""
-    return f"r{run}:{gate}"
-
-
 def next_gate(info: VersionInfo, plan: RolloutPlan) -> tuple[int, str]:
     """The (run, gate) a person approves next for a version, from its progress."""
     p = info.progress
@@ -65,6 +62,18 @@ def next_gate(info: VersionInfo, plan: RolloutPlan) -> tuple[int, str]:
     if p.stage == "canary":
         return p.run, ("production" if p.step + 1 >= len(plan.steps) else f"canary:{p.step + 1}")
     return p.run + 1, "shadow"
+
+
+def approval_change(intent: Intent, version: int, plan: RolloutPlan, *, actor: str, at: str) -> StageChange:
+    """A person's approval of the version's next gate (suggest mode, or after an undo), as a change of intent."""
+    info = intent.info(version)
+    run, gate = next_gate(info, plan)
+    if intent.aliases.get(Stage.CANARY) == version and info.progress.stage != Stage.CANARY:
+        run, gate = info.progress.run + 1, ("canary:1" if len(plan.steps) > 1 else "production")  # not started yet
+    elif intent.aliases.get(Stage.SHADOW) == version and info.progress.stage != Stage.SHADOW:
+        run, gate = info.progress.run + 1, "canary:0"
+    return StageChange(f"approved v{version} for {gate} (run {run}) by {actor}",
+                       tags=((version, {approval_tag(run, gate): json.dumps({"by": actor, "at": at})}),))
 
 
 def _w(x: float) -> str:
@@ -159,9 +168,9 @@ def _adopt(ctx: _Ctx) -> Action:
         parts.append(f"shadow v{new_s}, paused")
     for v in rolled:
         i = ctx.info(v)
-        pr = replace(i.progress, stage="rolled_back", since=ctx.at, paused=None)
-        ops.append(Op("set_tags", version=v, tags=_tags(state="rolled_back", rollout=pr, rollback__reason=cause)))
-        recs.append((v, i.state or None, "rolled_back", cause, evidence))
+        pr = replace(i.progress, stage=State.ROLLED_BACK, since=ctx.at, paused=None)
+        ops.append(Op("set_tags", version=v, tags=_tags(state=State.ROLLED_BACK, rollout=pr, rollback__reason=cause)))
+        recs.append((v, i.state or None, State.ROLLED_BACK, cause, evidence))
         parts.append(f"v{v} rolled back")
     if target != f:
         parts.append(f"deployment now {target.fingerprint()}")
@@ -277,22 +286,22 @@ def _promote(ctx: _Ctx, C: int, p: Progress, verdict: GuardVerdict, elapsed: flo
 def _rollback(ctx: _Ctx, V: int, role: str, headline: str, evidence: dict[str, Any], p: Progress) -> Action:
     aid = f"v{V}:r{p.run}:rollback"
     state = ctx.info(V).state or role
-    pr = replace(p, stage="rolled_back", since=ctx.at, paused=None)
+    pr = replace(p, stage=State.ROLLED_BACK, since=ctx.at, paused=None)
     ops = (Op("remove_alias", role, V),
-           Op("set_tags", version=V, tags=_tags(state="rolled_back", rollout=pr, rollback__reason=headline[:500])))
+           Op("set_tags", version=V, tags=_tags(state=State.ROLLED_BACK, rollout=pr, rollback__reason=headline[:500])))
     target = ctx.fact.with_(canary=None) if role == "canary" else ctx.fact.with_(shadow=None)
     return Rollback(reason=headline, event=f"rollback v{V}: {headline}", version=V, id=aid, at=ctx.at, ops=ops,
                     target=target, change_cause=f"ratchet: rollback v{V} ({headline})"[:250],
-                    records=_keys(aid, [(V, state, "rolled_back", headline, evidence)]), evidence=evidence)
+                    records=_keys(aid, [(V, state, State.ROLLED_BACK, headline, evidence)]), evidence=evidence)
 
 
 def _withdraw(ctx: _Ctx, V: int, role: str) -> Action:
     """The alias was removed by a person (ratchet rollback, MLflow UI): take the version off the service."""
     info = ctx.info(V)
-    to = info.state if info.state in ("rolled_back", "retired", "rejected") else "rolled_back"
+    to = info.state if info.state in LEFT_ROLLOUT else State.ROLLED_BACK
     why = f"@{role} no longer names v{V}"
     aid = f"v{V}:r{info.progress.run}:withdraw-{role}"
-    pr = replace(info.progress, stage="rolled_back", since=ctx.at, paused=None)
+    pr = replace(info.progress, stage=State.ROLLED_BACK, since=ctx.at, paused=None)
     target = ctx.fact.with_(canary=None) if role == "canary" else ctx.fact.with_(shadow=None)
     return Deploy(reason=why, event=f"withdraw {role} v{V}: {why}", version=V, id=aid, at=ctx.at,
                   ops=(Op("set_tags", version=V, tags=_tags(state=to, rollout=pr)),), target=target,
@@ -314,8 +323,8 @@ def _start_canary(ctx: _Ctx, V: int, run: int, *, from_shadow: bool, why: str) -
     if old is not None and old != V:
         oi = ctx.info(old)
         ops.append(Op("set_tags", version=old, tags=_tags(
-            state="rolled_back", rollout=replace(oi.progress, stage="rolled_back", since=ctx.at, paused=None))))
-        recs.append((old, oi.state or None, "rolled_back", f"canary slot given to v{V}", {}))
+            state=State.ROLLED_BACK, rollout=replace(oi.progress, stage=State.ROLLED_BACK, since=ctx.at, paused=None))))
+        recs.append((old, oi.state or None, State.ROLLED_BACK, f"canary slot given to v{V}", {}))
     target = fact.with_(canary=V, canary_weight=w, cohort=plan.canary.cohort,
                         shadow=None if fact.shadow == V else fact.shadow)
     cohort = "" if not plan.canary.cohort else f" ({plan.canary.cohort_text()})"
@@ -432,8 +441,8 @@ def _start_shadow(ctx: _Ctx, V: int, run: int, *, from_staging: bool, why: str) 
         oi = ctx.info(old)
         if oi.state == "shadow":
             ops.append(Op("set_tags", version=old, tags=_tags(
-                state="rolled_back", rollout=replace(oi.progress, stage="rolled_back", since=ctx.at, paused=None))))
-            recs.append((old, "shadow", "rolled_back", f"shadow slot given to v{V}", {}))
+                state=State.ROLLED_BACK, rollout=replace(oi.progress, stage=State.ROLLED_BACK, since=ctx.at, paused=None))))
+            recs.append((old, "shadow", State.ROLLED_BACK, f"shadow slot given to v{V}", {}))
     return StartShadow(reason=why, event=f"start shadow v{V}: {why}", version=V, id=aid, at=ctx.at,
                        ops=tuple(ops), target=fact.with_(shadow=V), change_cause=f"ratchet: v{V} shadow",
                        records=_keys(aid, recs))
@@ -447,7 +456,7 @@ def _staging(ctx: _Ctx) -> Action | None:
     if P is not None and G < P:
         return None  # an older build than production: superseded
     info = ctx.info(G)
-    if info.state in ("rejected", "rolled_back", "retired"):
+    if info.state in LEFT_ROLLOUT:
         return None
     run = info.progress.run + 1
     if plan.mode == "suggest" and gate_key(run, "shadow") not in info.approvals:

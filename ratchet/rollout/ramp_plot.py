@@ -7,7 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-STAGE_SHARE = {"shadow": 0.0, "production": 100.0}
+from ratchet.stages.model import State
+
+STAGE_SHARE = {State.SHADOW: 0.0, State.PRODUCTION: 100.0}
+#: states in which a version decides no traffic
+NO_SHARE = frozenset({State.ROLLED_BACK, State.RETIRED, State.CANDIDATE, State.STAGING, State.REJECTED})
 
 
 def ramp_points(history: list[dict[str, Any]]) -> list[tuple[datetime, float, str]]:
@@ -22,11 +26,11 @@ def ramp_points(history: list[dict[str, Any]]) -> list[tuple[datetime, float, st
             continue
         to = e.get("to")
         weight = (e.get("evidence") or {}).get("weight")
-        if to == "canary" and isinstance(weight, (int, float)):
+        if to == State.CANARY and isinstance(weight, (int, float)):
             share = float(weight)
         elif to in STAGE_SHARE:
             share = STAGE_SHARE[to]
-        elif to in ("rolled_back", "retired", "candidate", "staging", "rejected"):
+        elif to in NO_SHARE:
             share = 0.0
         else:
             continue
@@ -50,7 +54,7 @@ def plot_ramp(histories: dict[int, list[dict[str, Any]]], out_png: Path) -> Path
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.step(xs, ys, where="post", marker="o", label=f"v{v}")
         for x, y, ev in pts:
-            if ev.endswith("rolled_back"):
+            if ev.endswith(State.ROLLED_BACK):
                 ax.annotate("rollback", (x, y), textcoords="offset points", xytext=(4, 8), color="#cf222e",
                             fontsize=8)
     ax.set_ylabel("% of traffic decided by the version")

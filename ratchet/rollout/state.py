@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-Cohort = tuple[tuple[str, tuple[str, ...]], ...]
+from ratchet.stages.wire import Cohort, fingerprint
 
 
 def iso(t: datetime) -> str:
@@ -35,10 +35,6 @@ def parse_iso(s: str | None) -> datetime | None:
         return None
     t = datetime.fromisoformat(s)
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def _weight(w: float) -> str:
-    return f"{w:g}%"
 
 
 @dataclass(frozen=True)
@@ -63,12 +59,7 @@ class DeploymentState:
     def fingerprint(self) -> str:
         """A readable, stable summary of the content, e.g. 'production=v6 canary=v7@25% shadow=none'."""
         c = self.content()
-        parts = [f"production={'v%d' % c.production if c.production is not None else 'none'}",
-                 f"canary={'v%d@%s' % (c.canary, _weight(c.canary_weight)) if c.canary is not None else 'none'}",
-                 f"shadow={'v%d' % c.shadow if c.shadow is not None else 'none'}"]
-        if c.cohort:
-            parts.append("cohort=" + ";".join(f"{k}:{','.join(v)}" for k, v in c.cohort))
-        return " ".join(parts)
+        return fingerprint(c.production, c.canary, c.canary_weight, c.shadow, c.cohort)
 
     def changed_outside(self) -> bool:
         """True when what runs is not what ratchet last applied (None: never applied, nothing to compare)."""

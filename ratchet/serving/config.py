@@ -17,19 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ratchet.errors import SpecError
-
-#: A version number, or an alias name ("production", "@canary") resolved at (re)load time.
-VersionRef = int | str
-Cohort = tuple[tuple[str, tuple[str, ...]], ...]
+from ratchet.stages.wire import STAGE_ENV, Cohort, VersionRef, fingerprint, parse_cohort_text
 
 ENV = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "model_name": "RATCHET_MODEL_NAME",
-    "production": "RATCHET_PRODUCTION_VERSION",
-    "canary": "RATCHET_CANARY_VERSION",
-    "canary_weight": "RATCHET_CANARY_WEIGHT",
-    "shadow": "RATCHET_SHADOW_VERSION",
-    "cohort": "RATCHET_CANARY_COHORT",
+    **STAGE_ENV,
     "decision_log": "RATCHET_DECISION_LOG",
     "admin_token": "RATCHET_ADMIN_TOKEN",
 }
@@ -50,15 +43,8 @@ class StageConfig:
     cohort: Cohort | None = None
 
     def fingerprint(self) -> str:
-        """Same text as ratchet.rollout.state.DeploymentState.fingerprint(), for comparison by backends."""
-        def v(x: VersionRef | None) -> str:
-            return "none" if x is None else (f"v{x}" if isinstance(x, int) else f"@{x}")
-
-        canary = "none" if self.canary is None else f"{v(self.canary)}@{self.canary_weight:g}%"
-        parts = [f"production={v(self.production)}", f"canary={canary}", f"shadow={v(self.shadow)}"]
-        if self.canary is not None and self.cohort:
-            parts.append("cohort=" + ";".join(f"{k}:{','.join(vals)}" for k, vals in self.cohort))
-        return " ".join(parts)
+        """What serves, in the wire format the controller compares (ratchet.stages.wire)."""
+        return fingerprint(self.production, self.canary, self.canary_weight, self.shadow, self.cohort)
 
     def to_dict(self) -> dict[str, Any]:
         return {"production": self.production, "canary": self.canary, "canary_weight": self.canary_weight,
@@ -122,13 +108,10 @@ def parse_cohort(raw: str | Mapping[str, Any] | list | None) -> Cohort | None:
         return None
     items: list[tuple[str, tuple[str, ...]]] = []
     if isinstance(raw, str):
-        for part in raw.split(";"):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                raise SpecError(f"cohort: expected KEY=V1,V2[;KEY=...], got {part!r}")
-            k, vals = part.split("=", 1)
-            items.append((k.strip(), tuple(v.strip() for v in vals.split(",") if v.strip())))
+        try:
+            items = list(parse_cohort_text(raw) or ())
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
     elif isinstance(raw, Mapping):
         items = [(str(k), tuple(str(v) for v in vals)) for k, vals in raw.items()]
     else:

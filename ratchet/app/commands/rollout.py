@@ -9,15 +9,20 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratchet.errors import RatchetError, RegistryError
-from ratchet.rollout.controller import approval_tag, read_intent
+from ratchet.rollout.controller import read_intent
 from ratchet.rollout.plan import RolloutPlan, load_plan
-from ratchet.rollout.planner import next_gate
+from ratchet.rollout.planner import approval_change
 from ratchet.rollout.state import (
     OPEN_QUESTIONS_TAG, POLICY_WAIVER_TAG, WAIVE_ALL, WAIVED_TAG, iso, parse_open_questions, parse_waived,
 )
+
+from ratchet.stages.model import Stage, State, previous_production, rollback_change
+
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
 
 EXIT_OK, EXIT_REJECTED = 0, 1
 DEFAULT_PLAN = "contracts/rollout.yaml"
@@ -43,64 +48,45 @@ def promote(registry, version: int, stage: str, *, actor: str, reason: str = "")
     return f"@{stage} -> v{version}; the controller will apply it on its next pass"
 
 
-def rollback(registry, *, actor: str, reason: str | None = None, stage: str | None = None) -> str:  # noqa: ANN001
-    """Undo the latest step: withdraw the canary, else the shadow, else move production back
-    to the version it replaced. Tags the withdrawn version rolled_back with the reason."""
-    why = reason or f"manual rollback by {actor}"
+def rollback(registry: Registry, *, actor: str, reason: str | None = None, stage: str | None = None) -> str:
+    """Undo the latest step as the stage model decides (ratchet.stages.rollback_change):
+    withdraw the canary, else the shadow, else move production back to the version it replaced."""
     aliases = registry.aliases()
-    order = [stage] if stage else ["canary", "shadow", "production"]
-    for st in order:
-        v = aliases.get(st)
-        if v is None:
-            continue
-        if st == "production":
-            prev = _previous_production(registry, v)
-            if prev is None:
-                raise RegistryError(f"no retired version to roll production v{v} back to")
-            registry.set_stage(prev, "production", actor=actor, reason=f"{why} (rollback from v{v})")
-            # set_stage retired v; say what really happened
-            registry.set_tags(v, {"state": "rolled_back", "rollback.reason": why})
-            registry.record_transition(v, "retired", "rolled_back", actor=actor, reason=why)
-            return f"@production -> v{prev} (v{v} rolled back: {why})"
-        registry.remove_alias(st, v)
-        state = registry.tags(v).get("state")
-        registry.set_tags(v, {"state": "rolled_back", "rollback.reason": why})
-        registry.record_transition(v, state, "rolled_back", actor=actor, reason=why)
-        return f"@{st} removed from v{v} (rolled back: {why})"
-    raise RegistryError(f"nothing to roll back: no version holds {' or '.join('@' + s for s in order)}")
+    held = set(aliases.values())
+    states = {v: registry.tags(v).get("state", "") for v in held}
+    previous = None
+    undo_production = stage == Stage.PRODUCTION or (
+        stage is None and aliases.get(Stage.CANARY) is None and aliases.get(Stage.SHADOW) is None)
+    if undo_production and aliases.get(Stage.PRODUCTION) is not None:
+        previous = previous_production(aliases[Stage.PRODUCTION], _retired_at(registry))
+        if previous is not None:
+            states[previous] = registry.tags(previous).get("state", "")
+    change = rollback_change(aliases, states, reason=reason or f"manual rollback by {actor}", stage=stage,
+                             previous=previous)
+    registry.apply(change, actor=actor)
+    return change.summary
 
 
-def _previous_production(registry, current: int) -> int | None:  # noqa: ANN001
-    """The retired version that most recently left production."""
-    best: tuple[str, int] | None = None
+def _retired_at(registry: Registry) -> dict[int, str]:
+    """Each retired version -> when it last became retired ('' when its history does not say)."""
+    out: dict[int, str] = {}
     for v in registry.versions():
-        if v == current:
-            continue
-        tags = registry.tags(v)
-        if tags.get("state") != "retired":
-            continue
-        left = [e.get("at", "") for e in registry.history(v) if e.get("to") == "retired"]
-        key = (max(left) if left else "", v)
-        best = max(best, key) if best else key
-    return best[1] if best else None
+        if registry.tags(v).get("state") == State.RETIRED:
+            left = [e.get("at", "") for e in registry.history(v) if e.get("to") == State.RETIRED]
+            out[v] = max(left) if left else ""
+    return out
 
 
-def approve(registry, version: int, plan: RolloutPlan, *, actor: str, at: str | None = None) -> str:  # noqa: ANN001
+def approve(registry: Registry, version: int, plan: RolloutPlan, *, actor: str, at: str | None = None) -> str:
     """Record a person's approval of the version's next gate (suggest mode, or after an undo)."""
     from datetime import datetime, timezone
 
     intent = read_intent(registry)
-    info = intent.info(version)
     if version not in intent.versions:
         registry.tags(version)  # raises a RegistryError naming the known versions
-    run, gate = next_gate(info, plan)
-    if intent.aliases.get("canary") == version and info.progress.stage != "canary":
-        run, gate = info.progress.run + 1, ("canary:1" if len(plan.steps) > 1 else "production")  # not started yet
-    elif intent.aliases.get("shadow") == version and info.progress.stage != "shadow":
-        run, gate = info.progress.run + 1, "canary:0"
-    tag = approval_tag(run, gate)
-    registry.set_tags(version, {tag: json.dumps({"by": actor, "at": at or iso(datetime.now(timezone.utc))})})
-    return f"approved v{version} for {gate} (run {run}) by {actor}"
+    change = approval_change(intent, version, plan, actor=actor, at=at or iso(datetime.now(timezone.utc)))
+    registry.apply(change, actor=actor)
+    return change.summary
 
 
 def waive(registry, version: int, keys: list[str], *, actor: str, reason: str | None,  # noqa: ANN001

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 
 from ratchet.rollout.observe import DecisionLogTail, live_observer
+from ratchet.stages.model import LEFT_ROLLOUT, State
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_d
     promoted = caught = False
     bad: int | None = None
     drive_: LockStep | None = None
-    gone = ("rolled_back", "retired", "rejected")
+    gone = LEFT_ROLLOUT
     try:
         backend.start()
         data = load_transactions(replay_data, service_fields(backend.url), order_by="ts")
@@ -285,7 +286,7 @@ def run_rollout_demo(tracking_uri: str, model_name: str, out_dir: Path, replay_d
             drive_.run_until(lambda: reg.tags(bad).get("state") in gone or reg.alias_version("production") == bad)
             tags = reg.tags(bad)
             reason = tags.get("rollback.reason", "")
-            caught = (tags.get("state") == "rolled_back" and "block rate" in reason
+            caught = (tags.get("state") == State.ROLLED_BACK and "block rate" in reason
                       and any(f"block rate {c} " in reason for c in top))  # a live guard, naming the country
             if not caught:
                 say(f"rollout: v{bad} was not rolled back by the block-rate guard (state {tags.get('state')})")

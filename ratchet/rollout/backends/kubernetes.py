@@ -63,7 +63,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from ratchet.errors import RatchetError
-from ratchet.rollout.state import Cohort, DeploymentState
+from ratchet.rollout.state import DeploymentState
+from ratchet.stages.wire import STAGE_ENV, Cohort, cohort_text, parse_cohort_text
 
 STAGES_ANNOTATION = "ratchet.io/stages"   # template annotation: the stages as JSON, for people
 APPLIED = "ratchet.io/applied"            # metadata annotation (fingerprint) and label (its digest)
@@ -71,9 +72,7 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 HASH_LABEL = "pod-template-hash"
-ENV = {"production": "RATCHET_PRODUCTION_VERSION", "canary": "RATCHET_CANARY_VERSION",
-       "canary_weight": "RATCHET_CANARY_WEIGHT", "shadow": "RATCHET_SHADOW_VERSION",
-       "cohort": "RATCHET_CANARY_COHORT"}  # the names `ratchet serve` reads (ratchet/serving/config.py)
+ENV = STAGE_ENV  # the names `ratchet serve` reads
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 MAX_CHANGE_CAUSE = 1024
 FIELD_MANAGER = "ratchet-controller"      # managedFields name ratchet as the writer of what it patched
@@ -103,17 +102,12 @@ def _version(value: str | None, name: str) -> int | None:
     return int(text)
 
 
-def _cohort_text(cohort: Cohort | None) -> str:
-    return ";".join(f"{k}={','.join(v)}" for k, v in cohort) if cohort else ""
-
-
 def _parse_cohort(text: str | None) -> Cohort | None:
-    items = []
-    for part in (text or "").split(";"):
-        if "=" in part:
-            k, vals = part.split("=", 1)
-            items.append((k.strip(), tuple(v.strip() for v in vals.split(",") if v.strip())))
-    return tuple(items) or None
+    try:
+        return parse_cohort_text(text)
+    except ValueError as exc:
+        raise RatchetError(f"{ENV['cohort']}={text!r} in the decision Deployment: {exc}; set it to KEY=V1,V2 "
+                           "(or '' for none), or let the controller set it") from None
 
 
 def template_env(state: DeploymentState) -> dict[str, str]:
@@ -123,7 +117,7 @@ def template_env(state: DeploymentState) -> dict[str, str]:
             ENV["canary"]: "" if c.canary is None else str(c.canary),
             ENV["canary_weight"]: f"{c.canary_weight:g}",
             ENV["shadow"]: "" if c.shadow is None else str(c.shadow),
-            ENV["cohort"]: _cohort_text(c.cohort)}
+            ENV["cohort"]: cohort_text(c.cohort)}
 
 
 def stages_annotation(state: DeploymentState) -> str:
