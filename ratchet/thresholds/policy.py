@@ -3,6 +3,7 @@
     >>> policy = load_policy("contracts/thresholds.yaml")
     >>> policy.mode, policy.objective, policy.graduation.cycles
 
+The file is declared as pydantic models (PolicyFile) checked by ratchet.yamlfile.validate.
 Every error is a SpecError of the form ``contracts/thresholds.yaml:12: min_support.rows: ...``.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ratchet.yamlfile import YamlDoc, load_yaml, parse_yaml
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+
+from ratchet.yamlfile import FileModel, Problem, YamlDoc, fail, load_yaml, parse_yaml, validate
 
 MODES = ("suggest", "auto")
 #: keep_fpr: keep the merchant's false-positive rate at or below production's, maximise recall.
@@ -64,70 +67,97 @@ class ThresholdPolicy:
         return asdict(self)
 
 
-_TOP = ("version", "name", "description", "mode", "objective", "merchant_column", "min_support", "graduation",
-        "contract_target")
-
-
-def _known(doc: YamlDoc, prefix: tuple[str, ...], raw: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise doc.error(prefix + (key,), f"unknown key '{key}'; check the spelling (known: {', '.join(allowed)})")
-
-
-def _mapping(doc: YamlDoc, key: str) -> dict[str, Any]:
-    raw = doc.data.get(key, {})
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise doc.error((key,), f"expected a mapping, got {type(raw).__name__}")
-    return raw
-
-
-def _int(doc: YamlDoc, kp: tuple[str, ...], value: Any) -> int:
+# ---- the file ------------------------------------------------------------------------
+def _whole(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise doc.error(kp, f"expected a whole number >= 0, got {value!r}")
+        raise fail(f"expected a whole number >= 0, got {value!r}")
     return value
 
 
-def _unit(doc: YamlDoc, kp: tuple[str, ...], value: Any, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise doc.error(kp, f"expected a number in [0, 1], got {value!r}{hint}")
-    return float(value)
+Whole = Annotated[int, PlainValidator(_whole), WithJsonSchema({"type": "integer", "minimum": 0})]
+
+
+def _unit(hint: str) -> Any:
+    """A number in [0, 1]; `hint` ends the error message."""
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise fail(f"expected a number in [0, 1], got {value!r}{hint}")
+        return float(value)
+
+    return Annotated[float, PlainValidator(check), WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})]
+
+
+def _mapping_or_null(v: Any) -> Any:
+    return {} if v is None else v
+
+
+class MinSupportFile(FileModel):
+    rows: Whole = 2000
+    negatives: Whole = 1000
+    positives: Whole = 0
+
+
+class GraduationFile(FileModel):
+    cycles: Whole = 4
+    min_accepted_share: _unit("; write 0.9 for 90%") = 0.9
+    max_edit: _unit(" (threshold units)") = 0.02
+
+    @field_validator("cycles")
+    @classmethod
+    def _one_cycle(cls, v: int) -> int:
+        if v < 1:
+            raise fail("needs at least 1 cycle")
+        return v
+
+
+class PolicyFile(FileModel):
+    """A threshold policy file (contracts/thresholds.yaml)."""
+
+    model_config = ConfigDict(title="ratchet threshold policy")
+    version: Any = Field(default=1, json_schema_extra={"const": 1})
+    name: Any = Field(default=None, json_schema_extra={"type": "string"})
+    description: Any = Field(default=None, json_schema_extra={"type": "string"})
+    mode: Literal[MODES] = "suggest"
+    objective: Literal[OBJECTIVES] = "keep_fpr"
+    merchant_column: str = "merchant_id"
+    min_support: MinSupportFile = MinSupportFile()
+    graduation: GraduationFile = GraduationFile()
+    contract_target: _unit("; the share of a contract clause's allowance to aim within, e.g. 0.5") = \
+        DEFAULT_CONTRACT_TARGET
+
+    _sections = field_validator("min_support", "graduation", mode="before")(_mapping_or_null)
+
+    @field_validator("merchant_column", mode="before")
+    @classmethod
+    def _column(cls, v: Any) -> Any:
+        if not isinstance(v, str) or not v:
+            raise fail(f"expected a column name, got {v!r}")
+        return v
+
+    @field_validator("contract_target")
+    @classmethod
+    def _room(cls, v: float) -> float:
+        if v <= 0:
+            raise fail("must be above 0 (0 leaves no room at all); e.g. 0.5")
+        return v
+
+
+def _messages(p: Problem) -> str | None:
+    if p.kind == "unknown_key":
+        key, allowed = p.ctx["key"], p.ctx["allowed"]
+        return f"unknown key '{key}'; check the spelling (known: {', '.join(allowed)})"
+    return None
 
 
 def parse_policy(doc: YamlDoc) -> ThresholdPolicy:
     """Validate a parsed YAML document into a ThresholdPolicy (SpecError with file:line)."""
-    d = doc.data
-    _known(doc, (), d, _TOP)
-    mode = d.get("mode", "suggest")
-    if mode not in MODES:
-        raise doc.error(("mode",), f"expected one of {', '.join(MODES)}, got {mode!r}")
-    objective = d.get("objective", "keep_fpr")
-    if objective not in OBJECTIVES:
-        raise doc.error(("objective",), f"expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    column = d.get("merchant_column", "merchant_id")
-    if not isinstance(column, str) or not column:
-        raise doc.error(("merchant_column",), f"expected a column name, got {column!r}")
-    ms = _mapping(doc, "min_support")
-    _known(doc, ("min_support",), ms, ("rows", "negatives", "positives"))
-    defaults = MinSupport()
-    support = MinSupport(**{k: _int(doc, ("min_support", k), ms.get(k, getattr(defaults, k)))
-                            for k in ("rows", "negatives", "positives")})
-    gr = _mapping(doc, "graduation")
-    _known(doc, ("graduation",), gr, ("cycles", "min_accepted_share", "max_edit"))
-    g0 = Graduation()
-    cycles = _int(doc, ("graduation", "cycles"), gr.get("cycles", g0.cycles))
-    if cycles < 1:
-        raise doc.error(("graduation", "cycles"), "needs at least 1 cycle")
-    share = _unit(doc, ("graduation", "min_accepted_share"), gr.get("min_accepted_share", g0.min_accepted_share),
-                  "; write 0.9 for 90%")
-    max_edit = _unit(doc, ("graduation", "max_edit"), gr.get("max_edit", g0.max_edit), " (threshold units)")
-    target = _unit(doc, ("contract_target",), d.get("contract_target", DEFAULT_CONTRACT_TARGET),
-                   "; the share of a contract clause's allowance to aim within, e.g. 0.5")
-    if target <= 0:
-        raise doc.error(("contract_target",), "must be above 0 (0 leaves no room at all); e.g. 0.5")
-    return ThresholdPolicy(mode=mode, objective=objective, merchant_column=column, min_support=support,
-                           graduation=Graduation(cycles, share, max_edit), path=doc.path, contract_target=target)
+    f = validate(doc, PolicyFile, _messages)
+    g = f.graduation
+    return ThresholdPolicy(mode=f.mode, objective=f.objective, merchant_column=f.merchant_column,
+                           min_support=MinSupport(**f.min_support.model_dump()),
+                           graduation=Graduation(g.cycles, g.min_accepted_share, g.max_edit), path=doc.path,
+                           contract_target=f.contract_target)
 
 
 def load_policy(path: str | Path = DEFAULT_PATH) -> ThresholdPolicy:
