@@ -3,7 +3,8 @@
     cfg = load_monitor_config("contracts/monitor.yaml")
     cfg.drift.rule.max_drifted_share, cfg.staleness.tolerance, cfg.estimation.confidence
 
-Every error names the file, the line and the key (ratchet.yamlfile).
+The file is declared as pydantic models (MonitorFile); every error names the file, the line
+and the key (ratchet.yamlfile.validate).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, PlainValidator, WithJsonSchema, field_validator
 
 from ratchet.monitor.drift import DriftRule, DriftSettings
 from ratchet.monitor.estimation import METHODS
 from ratchet.monitor.staleness import StalenessSettings
-from ratchet.yamlfile import YamlDoc, load_yaml, parse_yaml
+from ratchet.yamlfile import FileModel, Problem, YamlDoc, fail, load_yaml, parse_yaml, validate
 
 
 @dataclass(frozen=True)
@@ -37,125 +40,140 @@ class MonitorConfig:
     path: str = ""
 
 
-class _R:
-    def __init__(self, doc: YamlDoc) -> None:
-        self.doc = doc
+# ---- the file ------------------------------------------------------------------------
+def _num(*, integer: bool = False, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Any:
+    """An integer or a number, optionally bounded, with the monitor config's wording."""
 
-    def section(self, d: dict[str, Any], path: tuple[str, ...], allowed: set[str]) -> dict[str, Any]:
-        v = d.get(path[-1]) if d is not None else None
-        if v is None:
-            return {}
-        if not isinstance(v, dict):
-            raise self.doc.error(path, f"expected a mapping, got {type(v).__name__}")
-        for k in v:
-            if k not in allowed:
-                raise self.doc.error(path + (k,), f"unknown key; allowed: {', '.join(sorted(allowed))}")
-        return v
-
-    def num(self, d: dict[str, Any], path: tuple[str, ...], default: Any, *, integer: bool = False,
-            lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Any:
-        key = path[-1]
-        if key not in d or d[key] is None:
-            return default
-        v = d[key]
+    def check(v: Any) -> Any:
         ok = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok:
-            raise self.doc.error(path, f"expected {'an integer' if integer else 'a number'}, got {v!r}")
+            raise fail(f"expected {'an integer' if integer else 'a number'}, got {v!r}")
         if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
             rng = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"between {lo} and {hi}"
-            raise self.doc.error(path, f"expected a number {rng}, got {v!r}")
+            raise fail(f"expected a number {rng}, got {v!r}")
         return float(v) if not integer else int(v)
 
-    def strs(self, d: dict[str, Any], path: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
-        key = path[-1]
-        if key not in d or d[key] is None:
-            return default
-        v = d[key]
-        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            raise self.doc.error(path, f"expected a list of names, got {v!r}")
-        return tuple(v)
+    schema: dict[str, Any] = {"type": "integer" if integer else "number"}
+    if lo is not None:
+        schema["exclusiveMinimum" if lo_open else "minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
+    return Annotated[float, PlainValidator(check), WithJsonSchema(schema)]
 
-    def choice(self, d: dict[str, Any], path: tuple[str, ...], default: str | None, choices: tuple[str, ...] | None):
-        key = path[-1]
-        if key not in d or d[key] is None:
-            return default
-        v = d[key]
+
+def _names(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise fail(f"expected a list of names, got {v!r}")
+    return tuple(v)
+
+
+Names = Annotated[tuple[str, ...], PlainValidator(_names),
+                  WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1}})]
+
+
+def _choice(choices: tuple[str, ...] | None) -> Any:
+    def check(v: Any) -> str:
         if not isinstance(v, str) or (choices and v not in choices):
             want = f"one of {', '.join(choices)}" if choices else "a string"
-            raise self.doc.error(path, f"expected {want}, got {v!r}")
+            raise fail(f"expected {want}, got {v!r}")
         return v
 
-    def boolean(self, d: dict[str, Any], path: tuple[str, ...], default: bool) -> bool:
-        key = path[-1]
-        if key not in d or d[key] is None:
-            return default
-        if not isinstance(d[key], bool):
-            raise self.doc.error(path, f"expected true or false, got {d[key]!r}")
-        return d[key]
+    return Annotated[str, PlainValidator(check), WithJsonSchema({"enum": list(choices)} if choices else {"type": "string"})]
+
+
+class _Section(FileModel):
+    none_is_default = True
+
+
+class SlicesFile(_Section):
+    columns: Names = ("country", "merchant_category")
+    top: _num(integer=True, lo=0) = 3
+    min_rows: _num(integer=True, lo=1) = 1_000
+
+
+class RuleFile(_Section):
+    max_drifted_share: _num(lo=0, hi=1, lo_open=True) = 0.3
+    key_features: Names = ()
+    slice_key_features: bool = True
+    min_severity: _num(lo=0, lo_open=True) = 1.0
+
+
+class DriftFile(_Section):
+    features: Names = ()
+    method: _choice(None) | None = None
+    threshold: _num(lo=0, lo_open=True) | None = None
+    sample_rows: _num(integer=True, lo=100) = 50_000
+    slices: SlicesFile = SlicesFile()
+    rule: RuleFile = RuleFile()
+
+
+class StalenessFile(_Section):
+    cutoffs: Names = ()
+    n_cutoffs: _num(integer=True, lo=1) = 3
+    horizon_weeks: _num(integer=True, lo=2) = 8
+    train_days: _num(integer=True, lo=1) = 60
+    fpr: _num(lo=0, hi=1, lo_open=True) = 0.01
+    tolerance: _num(lo=0, lo_open=True) = 0.10
+    loss: _choice(("relative", "absolute")) = "relative"
+    min_positives: _num(integer=True, lo=1) = 20
+    num_boost_round: _num(integer=True, lo=1) = 100
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _dates(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, c in enumerate(v):
+            try:
+                date.fromisoformat(c)
+            except ValueError:
+                raise fail(f"expected an ISO date like 2025-05-01, got {c!r}", i) from None
+        return v
+
+
+class EstimationFile(_Section):
+    calibration: _choice(METHODS) = "isotonic"
+    confidence: _num(lo=0.5, hi=0.999) = 0.95
+    replicates: _num(integer=True, lo=20) = 200
+    window_days: _num(integer=True, lo=1) = 7
+    recheck_contract: _choice(None) | None = None
+
+
+class MonitorFile(_Section):
+    """A monitor config file (contracts/monitor.yaml)."""
+
+    model_config = ConfigDict(title="ratchet monitor config")
+    version: Literal[1] = 1
+    drift: DriftFile = DriftFile()
+    staleness: StalenessFile = StalenessFile()
+    estimation: EstimationFile = EstimationFile()
+
+
+def _messages(p: Problem) -> str | None:
+    if p.kind == "literal_error" and p.keypath == ("version",):
+        return f"unsupported version {p.value!r}; this ratchet reads version 1"
+    if p.kind == "bool_type":
+        return f"expected true or false, got {p.value!r}"
+    return None
 
 
 def config_from_doc(doc: YamlDoc) -> MonitorConfig:
-    r, d = _R(doc), doc.data
-    for k in d:
-        if k not in {"version", "drift", "staleness", "estimation"}:
-            raise doc.error((k,), "unknown key; allowed: drift, estimation, staleness, version")
-    if d.get("version", 1) != 1:
-        raise doc.error(("version",), f"unsupported version {d.get('version')!r}; this ratchet reads version 1")
-
-    dr = r.section(d, ("drift",), {"features", "method", "threshold", "sample_rows", "slices", "rule"})
-    sl = r.section(dr, ("drift", "slices"), {"columns", "top", "min_rows"})
-    ru = r.section(dr, ("drift", "rule"), {"max_drifted_share", "key_features", "slice_key_features", "min_severity"})
-    rule = DriftRule(
-        max_drifted_share=r.num(ru, ("drift", "rule", "max_drifted_share"), 0.3, lo=0, hi=1, lo_open=True),
-        key_features=r.strs(ru, ("drift", "rule", "key_features"), ()),
-        slice_key_features=r.boolean(ru, ("drift", "rule", "slice_key_features"), True),
-        min_severity=r.num(ru, ("drift", "rule", "min_severity"), 1.0, lo=0, lo_open=True),
-    )
-    drift = DriftSettings(
-        method=r.choice(dr, ("drift", "method"), None, None),
-        threshold=r.num(dr, ("drift", "threshold"), None, lo=0, lo_open=True),
-        sample_rows=r.num(dr, ("drift", "sample_rows"), 50_000, integer=True, lo=100),
-        slice_columns=r.strs(sl, ("drift", "slices", "columns"), ("country", "merchant_category")),
-        slice_top=r.num(sl, ("drift", "slices", "top"), 3, integer=True, lo=0),
-        min_slice_rows=r.num(sl, ("drift", "slices", "min_rows"), 1_000, integer=True, lo=1),
-        rule=rule,
-    )
-
-    st = r.section(d, ("staleness",), {"cutoffs", "n_cutoffs", "horizon_weeks", "train_days", "fpr", "tolerance",
-                                       "loss", "min_positives", "num_boost_round"})
-    cutoffs = r.strs(st, ("staleness", "cutoffs"), ())
-    for i, c in enumerate(cutoffs):
-        try:
-            date.fromisoformat(c)
-        except ValueError:
-            raise doc.error(("staleness", "cutoffs", i), f"expected an ISO date like 2025-05-01, got {c!r}") from None
-    staleness = StalenessSettings(
-        cutoffs=cutoffs,
-        n_cutoffs=r.num(st, ("staleness", "n_cutoffs"), 3, integer=True, lo=1),
-        horizon_weeks=r.num(st, ("staleness", "horizon_weeks"), 8, integer=True, lo=2),
-        train_days=r.num(st, ("staleness", "train_days"), 60, integer=True, lo=1),
-        fpr=r.num(st, ("staleness", "fpr"), 0.01, lo=0, hi=1, lo_open=True),
-        tolerance=r.num(st, ("staleness", "tolerance"), 0.10, lo=0, lo_open=True),
-        loss=r.choice(st, ("staleness", "loss"), "relative", ("relative", "absolute")),
-        min_positives=r.num(st, ("staleness", "min_positives"), 20, integer=True, lo=1),
-        num_boost_round=r.num(st, ("staleness", "num_boost_round"), 100, integer=True, lo=1),
-    )
-
-    es = r.section(d, ("estimation",), {"calibration", "confidence", "replicates", "window_days", "recheck_contract"})
-    contract = r.choice(es, ("estimation", "recheck_contract"), None, None)
+    f = validate(doc, MonitorFile, _messages)
+    dr, st, es = f.drift, f.staleness, f.estimation
+    ru = dr.rule
+    rule = DriftRule(max_drifted_share=ru.max_drifted_share, key_features=ru.key_features,
+                     slice_key_features=ru.slice_key_features, min_severity=ru.min_severity)
+    drift = DriftSettings(method=dr.method, threshold=dr.threshold, sample_rows=dr.sample_rows,
+                          slice_columns=dr.slices.columns, slice_top=dr.slices.top,
+                          min_slice_rows=dr.slices.min_rows, rule=rule)
+    staleness = StalenessSettings(**st.model_dump())
+    contract = es.recheck_contract
     if contract and not Path(contract).is_absolute() and doc.path not in ("<string>",):
         # relative to the repository root the config lives in (contracts/..), like the CLI's defaults
         root = Path(doc.path).resolve().parent.parent
         contract = str(root / contract) if (root / contract).exists() else contract
-    estimation = EstimationSettings(
-        calibration=r.choice(es, ("estimation", "calibration"), "isotonic", METHODS),
-        confidence=r.num(es, ("estimation", "confidence"), 0.95, lo=0.5, hi=0.999),
-        replicates=r.num(es, ("estimation", "replicates"), 200, integer=True, lo=20),
-        window_days=r.num(es, ("estimation", "window_days"), 7, integer=True, lo=1),
-        recheck_contract=contract,
-    )
-    return MonitorConfig(drift=drift, drift_features=r.strs(dr, ("drift", "features"), ()), staleness=staleness,
-                         estimation=estimation, path=doc.path)
+    estimation = EstimationSettings(calibration=es.calibration, confidence=es.confidence, replicates=es.replicates,
+                                    window_days=es.window_days, recheck_contract=contract)
+    return MonitorConfig(drift=drift, drift_features=dr.features, staleness=staleness, estimation=estimation,
+                         path=doc.path)
 
 
 def load_monitor_config(path: str | Path) -> MonitorConfig:
