@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ratchet.errors import RatchetError, RegistryError
 from ratchet.rollout.actions import Action, Op
@@ -39,6 +39,10 @@ from ratchet.rollout.state import (
 )
 from ratchet.stages.model import approvals_from_tags
 
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
+
+
 Observer = Callable[[DeploymentState, dict[str, datetime | None]], Observations]
 """observe(fact, windows) -> Observations; windows maps role (canary, shadow) to the start of its current step."""
 
@@ -49,7 +53,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def read_intent(registry, fact: DeploymentState | None = None) -> Intent:  # noqa: ANN001 - Registry
+def read_intent(registry: Registry, fact: DeploymentState | None = None) -> Intent:
     """The registry's side for the planner: aliases, involved versions, the journal."""
     aliases = registry.aliases()
     raw = registry.controller_state(PENDING)
@@ -73,7 +77,7 @@ def read_intent(registry, fact: DeploymentState | None = None) -> Intent:  # noq
 class Controller:
     """Reconciles the deployment with the registry, one planned step per pass."""
 
-    def __init__(self, registry, backend: Backend, plan: RolloutPlan, observe: Observer | None = None,  # noqa: ANN001
+    def __init__(self, registry: Registry, backend: Backend, plan: RolloutPlan, observe: Observer | None = None,
                  clock: Callable[[], datetime] = utcnow, *, actor: str = "ratchet controller",
                  out: TextIO | None = None) -> None:
         self.registry = registry

@@ -20,13 +20,17 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ratchet.errors import RatchetError, RegistryError
 
 log = logging.getLogger("ratchet.serving")
+
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
+
 
 DEFAULT_THRESHOLD = 0.5
 #: Fault injection for tests and drills, e.g. RATCHET_SERVING_FAULT="shadow=raise" or "shadow=sleep:0.2".
@@ -158,7 +162,7 @@ class ModelLoader:
     """Loads versions through the Registry; boosters are cached (a version never changes),
     tags are re-read on every load so threshold changes arrive with a reload."""
 
-    def __init__(self, registry) -> None:  # noqa: ANN001 - ratchet.registry.Registry
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._boosters: dict[int, Any] = {}
 

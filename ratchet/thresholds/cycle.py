@@ -32,13 +32,17 @@ import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratchet.errors import RegistryError
 from ratchet.thresholds.constraints import Breach
 from ratchet.thresholds.ledger import Approval, ThresholdError, build_entry, decide, graduation, verify_chain
 from ratchet.thresholds.policy import ThresholdPolicy
 from ratchet.thresholds.suggest import FILES, SCORED_FILE, Suggestions
+
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
+
 
 ARTIFACT_DIR = "thresholds"
 TAG_STATE, TAG_CYCLE = "thresholds", "thresholds_cycle"
@@ -71,7 +75,7 @@ def suggestion_files(folder: str | Path, stage: str | Path | None = None) -> dic
     return {ARTIFACT_DIR: str(stage)}
 
 
-def record_release(registry, version: int, s: Suggestions, *, passed: bool) -> str:
+def record_release(registry: Registry, version: int, s: Suggestions, *, passed: bool) -> str:
     """Tag a just-registered version with its suggested thresholds; in auto mode apply them
     at once (ledger actor 'auto'). Returns the version's thresholds state."""
     base = {"threshold": repr(float(s.global_threshold))}
@@ -89,7 +93,7 @@ def record_release(registry, version: int, s: Suggestions, *, passed: bool) -> s
     return state
 
 
-def load_suggestions(registry, version: int) -> Suggestions:
+def load_suggestions(registry: Registry, version: int) -> Suggestions:
     """A version's suggestions from its MLflow run; ThresholdError when it has none."""
     text = registry.version_artifact_text(version, f"{ARTIFACT_DIR}/suggestions.json")
     if text is None:
@@ -110,7 +114,7 @@ def merchant_tag(merchant_thresholds: dict[str, float]) -> str:
     return text
 
 
-def apply_approval(registry, version: int, s: Suggestions, approval: Approval, at: str | None = None) -> dict[str, Any]:
+def apply_approval(registry: Registry, version: int, s: Suggestions, approval: Approval, at: str | None = None) -> dict[str, Any]:
     """Append the ledger entry, then set the version's threshold tags; the entry."""
     per_merchant = merchant_tag(approval.merchant_thresholds)  # before anything is written
     entries = registry.ledger_entries()
@@ -134,7 +138,7 @@ def apply_approval(registry, version: int, s: Suggestions, approval: Approval, a
     return entry
 
 
-def approve_version(registry, version: int, edits: dict[str, float] | None = None, rejects: list[str] | None = None,
+def approve_version(registry: Registry, version: int, edits: dict[str, float] | None = None, rejects: list[str] | None = None,
                     *, actor: str, at: str | None = None, force: bool = False,
                     reason: str | None = None) -> tuple[dict[str, Any], Suggestions]:
     """Record a person's approval of a version's suggestions and apply it.
@@ -182,7 +186,7 @@ class Rejudged:
         return not self.broken and not self.unjudged
 
 
-def scored_rows(registry, version: int):  # -> pd.DataFrame | None
+def scored_rows(registry: Registry, version: int):  # -> pd.DataFrame | None
     """The scored rows stored with a version's suggestions, or None when it has none."""
     import pandas as pd
 
@@ -196,7 +200,7 @@ def scored_rows(registry, version: int):  # -> pd.DataFrame | None
         return pd.read_parquet(local) if Path(local).is_file() else None
 
 
-def rejudge(registry, version: int, s: Suggestions, approval: Approval) -> Rejudged:
+def rejudge(registry: Registry, version: int, s: Suggestions, approval: Approval) -> Rejudged:
     """The slices the approval puts (further) beyond their allowance compared with the
     suggestion. Unchanged suggestions, or suggestions made without a contract, need no judging."""
     from ratchet.thresholds.contract_fit import edit_hint, judge_edit
@@ -228,7 +232,7 @@ def refusal_text(version: int, judged: Rejudged) -> str:
     return "\n".join(lines)
 
 
-def review_text(registry, version: int, limit: int | None = None) -> str:
+def review_text(registry: Registry, version: int, limit: int | None = None) -> str:
     """The review table of a version (the `limit` largest merchants; None: all), with what is in force."""
     s = load_suggestions(registry, version)
     tags = registry.tags(version)
@@ -256,7 +260,7 @@ def _rollout_mode() -> str | None:
         return None
 
 
-def status(registry, policy: ThresholdPolicy) -> dict[str, Any]:
+def status(registry: Registry, policy: ThresholdPolicy) -> dict[str, Any]:
     """History of cycles, acceptance, graduation and pending versions, as a dict."""
     entries = registry.ledger_entries()
     report = graduation(entries, policy.graduation)

@@ -28,7 +28,7 @@ EXIT_OK, EXIT_REJECTED = 0, 1
 DEFAULT_PLAN = "contracts/rollout.yaml"
 
 
-def _registry(args: argparse.Namespace):  # -> Registry
+def _registry(args: argparse.Namespace) -> Registry:
     from ratchet.registry import Registry
 
     return Registry(getattr(args, "tracking_uri", None), getattr(args, "model_name", "fraud"))
@@ -42,7 +42,7 @@ def _user() -> str:
 
 
 # ---- library functions (tested directly) ----------------------------------------------
-def promote(registry, version: int, stage: str, *, actor: str, reason: str = "") -> str:  # noqa: ANN001
+def promote(registry: Registry, version: int, stage: str, *, actor: str, reason: str = "") -> str:
     """Set the alias (the intent); the controller makes the deployment follow."""
     registry.set_stage(version, stage, actor=actor, reason=reason or f"promoted to {stage} by {actor}")
     return f"@{stage} -> v{version}; the controller will apply it on its next pass"
@@ -89,7 +89,7 @@ def approve(registry: Registry, version: int, plan: RolloutPlan, *, actor: str, 
     return change.summary
 
 
-def waive(registry, version: int, keys: list[str], *, actor: str, reason: str | None,  # noqa: ANN001
+def waive(registry: Registry, version: int, keys: list[str], *, actor: str, reason: str | None,
           at: str | None = None) -> str:
     """Record a person's waiver of open questions of `version` ('clause[slice]' keys, or 'all').
 
@@ -120,7 +120,7 @@ def waive(registry, version: int, keys: list[str], *, actor: str, reason: str | 
     return f"waived {what} of v{version} by {actor}: {reason.strip()}"
 
 
-def open_question_status(registry, version: int, live: frozenset[str] = frozenset()) -> dict[str, Any]:  # noqa: ANN001
+def open_question_status(registry: Registry, version: int, live: frozenset[str] = frozenset()) -> dict[str, Any]:
     """A version's open questions: all, waived, and still unresolved (given keys passed live)."""
     tags = registry.tags(version)
     open_q = parse_open_questions(tags.get(OPEN_QUESTIONS_TAG))
@@ -129,7 +129,7 @@ def open_question_status(registry, version: int, live: frozenset[str] = frozense
     return {"open": len(open_q), "waived": sorted(waived), "unresolved": sorted(unresolved)}
 
 
-def status(registry, backend=None) -> dict[str, Any]:  # noqa: ANN001
+def status(registry: Registry, backend=None) -> dict[str, Any]:  # noqa: ANN001
     """Stages, versions, states, weights and each version's last event."""
     fact = backend.read() if backend is not None else None
     intent = read_intent(registry, fact)

@@ -32,11 +32,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 
 from ratchet.rollout.observe import DecisionLogTail, live_observer
 from ratchet.stages.model import LEFT_ROLLOUT, State
+
+
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def check_decision_log(folder: str | Path, sent_ok: set[str] | None = None) -> L
 
 
 # ---- the bad candidate -----------------------------------------------------------------------
-def register_mistyped_thresholds(registry, source: int, merchants: Sequence[str], threshold: float,  # noqa: ANN001
+def register_mistyped_thresholds(registry: Registry, source: int, merchants: Sequence[str], threshold: float,
                                  *, why: str) -> int:
     """Re-register version `source`'s model as a new version whose `merchant_thresholds` tag
     gives `merchants` the threshold `threshold` (a mis-typed table). The release record is

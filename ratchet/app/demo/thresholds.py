@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ratchet.app.commands.thresholds import approval_text
 from ratchet.thresholds.cycle import approve_version, load_suggestions, review_text, status, status_text
 from ratchet.thresholds.ledger import ThresholdError
 from ratchet.thresholds.policy import DEFAULT_PATH, load_policy
 
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
 
-def demo_cycle(registry, version: int, out: str | Path | None = None, *, actor: str = "demo-user",
+
+def demo_cycle(registry: Registry, version: int, out: str | Path | None = None, *, actor: str = "demo-user",
                limit: int = 12) -> str:
     """Print the review table of `version`, approve it as `actor` with one edit (the largest
     merchant's threshold nudged up by 0.01) and one rejection (the second largest), then the
@@ -44,7 +48,7 @@ def demo_cycle(registry, version: int, out: str | Path | None = None, *, actor: 
     return text
 
 
-def _approve(registry, version: int, own: list[dict], actor: str) -> list[str]:
+def _approve(registry: Registry, version: int, own: list[dict], actor: str) -> list[str]:
     """Approve as a person would (one edit, one rejection), stepping back when the contract refuses."""
     edit = own[0]
     value = min(1.0, round(float(edit["suggested_threshold"]) + 0.01, 4))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,10 @@ import pandas as pd
 from ratchet.errors import RatchetError
 from ratchet.files import read_table
 from ratchet.monitor.config import MonitorConfig, load_monitor_config
+
+if TYPE_CHECKING:
+    from ratchet.registry import Registry
+
 
 EVENTS_FILE = "events.jsonl"
 
@@ -67,7 +71,7 @@ def load_current(path: str, role: str = "production", since: str | None = None, 
     return window(frame, since, until, days)
 
 
-def reference_from_registry(registry, version: int, sample_rows: int = 50_000) -> pd.DataFrame:  # noqa: ANN001
+def reference_from_registry(registry: Registry, version: int, sample_rows: int = 50_000) -> pd.DataFrame:
     """The training window of a registered version, rebuilt with the Spark feature job from
     the data path, windows and spec its release recorded (a sample of `sample_rows` rows)."""
     from datetime import datetime
