@@ -1,5 +1,15 @@
 """Rollout: the plan (YAML), the pure planner, guards, the controller and its backends.
 
+Layer: top of the library, beside monitor. Reads the decision log through serving's one
+schema, speaks the stage model's vocabulary (ratchet.stages), and is handed a Registry.
+
+Modules: plan (contracts/rollout.yaml), state (fact, intent, observations: plain values),
+planner (pure: intent + fact + observations -> one explained action; also the approval
+decider), guards (confidence sequences on live decisions), actions (what the planner
+returns), controller (read, plan, execute one step; crash-safe journal), observe (live
+observations from the decision log), ramp_plot, backends/ (memory, local process,
+Kubernetes).
+
     >>> from ratchet.rollout import Controller, MemoryBackend, load_plan
     >>> Controller(registry, MemoryBackend(), load_plan("contracts/rollout.yaml"), observe).run_once()
 """

@@ -6,7 +6,10 @@
 
 Modules: config (flags/env, stage config), schema (request validation), routing
 (sticky canary), models (loaded versions, thresholds), service (decide, reload),
-shadow (off-path scoring), decision_log (Parquet), metrics (Prometheus), app (HTTP).
+shadow (off-path scoring), log_schema (the decision-log row and its one Arrow schema,
+read by ratchet.rollout), decision_log (the Parquet writer), metrics (Prometheus), app
+(HTTP), replay (traffic from a Parquet file). What runs is told in the stage model's
+wire format (ratchet.stages.wire).
 Heavy imports (fastapi, mlflow) happen only in app/service, never here.
 """
 

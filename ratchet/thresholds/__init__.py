@@ -20,7 +20,8 @@ Modules: policy (contracts/thresholds.yaml), optimise (one sorted pass, a thresh
 group), constraints (the contract's per-slice limits on block rates), repair (thresholds
 moved until they hold), contract_fit (the two joined, and edits re-judged), suggest (the
 suggestion table and its renderings), ledger (decisions, entries, graduation: pure),
-cycle (registry side: record, approve, review, status), cli, demo.
+cycle (registry side: record, approve, review, status). The commands are
+ratchet.app.commands.thresholds; the demo's cycle is ratchet.app.demo.thresholds.
 """
 
 from ratchet.thresholds.ledger import ThresholdError, decide, graduation, parse_edits
