@@ -172,14 +172,17 @@ def default_message(p: Problem) -> str:
     return f"{p.value!r}: {p.ctx.get('message') or p.kind}"
 
 
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")  # a model's field; union tags are class names or have brackets
+
+
 def _keypath(data: Any, loc: tuple[Any, ...], missing: bool = False) -> KeyPath:
     """pydantic's loc as a key path of the document (union and validator tags dropped; the
     last part of a missing key's loc is the key)."""
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if missing and i == len(loc) - 1:
-            out.append(part)
+        if i == len(loc) - 1 and (missing or (isinstance(node, dict) and _FIELD.match(str(part)))):
+            out.append(part)  # a key the document leaves out (missing, or its default is checked)
             break
         if isinstance(node, dict) and part in node:
             node = node[part]

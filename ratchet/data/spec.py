@@ -3,7 +3,8 @@
 What the training-set job needs to know: how a user's table maps onto the canonical
 columns (DatasetSpec), the train and test windows (Windows, ResolvedWindows), row
 filters, the data-check bounds (Checks), where Spark runs (SparkSpec) and which features
-exist (known_features, feature_needs). The whole-file model (TrainingSpec, the XGBoost
+exist (known_features, feature_needs), and the pydantic models of those sections of the
+spec file (DatasetFile, WindowsFile, FilterFile, ChecksFile, SparkFile). The whole-file model (TrainingSpec, the XGBoost
 section, load_spec) lives in the train package, which builds on this module; the data
 package never imports it.
 """
@@ -13,9 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import PlainValidator, WithJsonSchema, field_validator, model_validator
 
 from ratchet.data import columns as C
+from ratchet.yamlfile import FileModel, fail
 
 #: Aggregation windows the feature job knows, in seconds.
 WINDOW_SECONDS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -209,3 +213,231 @@ class DataSpec(Protocol):
     def filters(self) -> tuple[Filter, ...]: ...
     @property
     def checks(self) -> Checks: ...
+
+
+# ---- the spec file's data sections (pydantic models, checked by ratchet.yamlfile.validate) ----
+_KIND_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+               list: "a list"}
+_KIND_SCHEMA = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object", list: "array"}
+
+
+def kind_name(kinds: tuple[type, ...]) -> str:
+    return " or ".join(_KIND_WORDS.get(k, k.__name__) for k in kinds)
+
+
+def typed(kind: type | tuple[type, ...], *, positive: bool = False, nonneg: bool = False) -> Any:
+    """A value of `kind` (an int is taken for a float), optionally > 0 or >= 0, with the
+    spec's wording: ``expected an integer, got 'ten'``, ``expected a positive number, got -3``."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) and bool not in kinds:
+            raise fail(f"expected {kind_name(kinds)}, got {value!r}")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise fail(f"expected {kind_name(kinds)}, got {value!r}")
+        if positive and value <= 0:
+            raise fail(f"expected a positive number, got {value!r}")
+        if nonneg and value < 0:
+            raise fail(f"expected zero or more, got {value!r}")
+        return value
+
+    types = [_KIND_SCHEMA[k] for k in kinds]
+    schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types}
+    if positive:
+        schema["exclusiveMinimum"] = 0
+    if nonneg:
+        schema["minimum"] = 0
+    return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
+
+
+def or_empty(value: Any) -> Any:
+    """A section written as null (or left empty) is the defaults."""
+    return value or {}
+
+
+class SpecSection(FileModel):
+    """A section of the training spec: a key written as null takes its default."""
+
+    none_is_default = True
+
+
+def _columns(value: Any) -> dict[str, str]:
+    cols = value or {}
+    if not isinstance(cols, dict):
+        raise fail("expected a mapping canonical_name: your_column_name")
+    for k, v in cols.items():
+        if k not in C.CANONICAL:
+            raise fail(f"not a canonical column; canonical: {', '.join(C.CANONICAL)}", k)
+        if not isinstance(v, str) or not v:
+            raise fail(f"expected the name of a column in your data, got {v!r}", k)
+    return dict(cols)
+
+
+class DatasetFile(SpecSection):
+    columns: Annotated[dict[str, str], PlainValidator(_columns), WithJsonSchema({
+        "type": "object", "propertyNames": {"enum": list(C.CANONICAL)},
+        "additionalProperties": {"type": "string", "minLength": 1}})] = {}
+    label_delay_days: typed(float, nonneg=True) = None
+    timestamp_format: typed(str) = None
+
+    def value(self) -> DatasetSpec:
+        return DatasetSpec(columns=self.columns, label_delay_days=self.label_delay_days,
+                           timestamp_format=self.timestamp_format)
+
+
+def _iso(value: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise fail(f"expected an ISO date like 2025-06-01, got {value!r}") from None
+
+
+IsoDate = Annotated[str, PlainValidator(_iso), WithJsonSchema({"type": "string", "format": "date"})]
+_EXPLICIT = ("train_start", "train_end", "test_start", "test_end")
+
+
+class WindowsFile(SpecSection):
+    as_of: IsoDate = None
+    maturity_days: typed(int, nonneg=True) = 90
+    train_days: typed(int, positive=True) = 120
+    gap_days: typed(int, nonneg=True) = 0
+    test_days: typed(int, positive=True) = 30
+    train_start: IsoDate = None
+    train_end: IsoDate = None
+    test_start: IsoDate = None
+    test_end: IsoDate = None
+
+    @model_validator(mode="after")
+    def _explicit(self) -> "WindowsFile":
+        given = [k for k in _EXPLICIT if getattr(self, k)]
+        if given and len(given) != 4:
+            missing = sorted(set(_EXPLICIT) - set(given))
+            raise fail(f"explicit windows need all four dates; missing: {', '.join(missing)}")
+        if given:
+            ts, te, ss, se = (datetime.fromisoformat(getattr(self, k)) for k in _EXPLICIT)
+            if not ts < te <= ss < se:
+                raise fail("explicit windows must satisfy train_start < train_end <= test_start < test_end")
+        return self
+
+    def value(self) -> Windows:
+        return Windows(**self.model_dump())
+
+
+def _filter(f: Any) -> Filter:
+    if not isinstance(f, dict) or set(f) - {"column", "op", "value"} or "column" not in f or "op" not in f:
+        raise fail("expected {column: NAME, op: OP, value: VALUE}")
+    if f["op"] not in FILTER_OPS:
+        raise fail(f"unknown operator {f['op']!r}; allowed: {', '.join(FILTER_OPS)}", "op")
+    if f["column"] not in C.CANONICAL:
+        raise fail(f"filters use canonical column names; {f['column']!r} is not one", "column")
+    if f["op"] in ("in", "not_in") and not isinstance(f.get("value"), list):
+        raise fail(f"operator {f['op']} needs a list value", "value")
+    return Filter(f["column"], f["op"], f.get("value"))
+
+
+#: One row filter, `{column: amount, op: ">", value: 0}`, validated to a Filter.
+FilterFile = Annotated[Filter, PlainValidator(_filter), WithJsonSchema({
+    "type": "object", "additionalProperties": False, "required": ["column", "op"],
+    "properties": {"column": {"enum": list(C.CANONICAL)}, "op": {"enum": list(FILTER_OPS)}, "value": {}}})]
+
+
+def _filters(value: Any) -> Any:
+    value = value or []
+    if not isinstance(value, list):
+        raise fail("expected a list of {column, op, value}")
+    return value
+
+
+class ChecksFile(SpecSection):
+    min_rows: typed(int, nonneg=True) = 1000
+    label_rate_min: typed(float, nonneg=True) = 0.0005
+    label_rate_max: typed(float, positive=True) = 0.2
+    max_null_rate: typed(float, nonneg=True) = 0.01
+    max_row_count_change: typed(float, positive=True) = 0.5
+
+    @model_validator(mode="after")
+    def _rates(self) -> "ChecksFile":
+        if self.label_rate_min >= self.label_rate_max:
+            raise fail("label_rate_min must be below label_rate_max")
+        return self
+
+    def value(self) -> Checks:
+        return Checks(**self.model_dump())
+
+
+def _memory(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise fail(f"expected a string, got {value!r}")
+    if not MEMORY_RE.match(value):
+        raise fail(f"expected a Spark size like 4g or 512m, got {value!r}")
+    return value
+
+
+class ExecutorFile(SpecSection):
+    image: typed(str) = None
+    instances: typed(int, positive=True) = None
+    cores: typed(int, positive=True) = None
+    memory: Annotated[str, PlainValidator(_memory), WithJsonSchema({"type": "string", "pattern": MEMORY_RE.pattern})] \
+        = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise fail(f"expected a mapping with {', '.join(sorted(cls.model_fields))}")
+        return value
+
+
+def _master(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise fail(f"expected a string, got {value!r}")
+    if not MASTER_RE.match(value):
+        raise fail(f"expected local[N], k8s://https://host:port, spark://host:7077, yarn or sc://host:15002, "
+                   f"got {value!r}")
+    return value
+
+
+def _conf(value: Any) -> dict[str, str]:
+    conf = value or {}
+    if not isinstance(conf, dict):
+        raise fail("expected a mapping of Spark settings, e.g. spark.sql.shuffle.partitions: 200")
+    for k, v in conf.items():
+        if not isinstance(k, str) or not k.startswith("spark."):
+            raise fail("Spark settings start with 'spark.'", k)
+        if not isinstance(v, (str, int, float, bool)):
+            raise fail(f"expected a string, number or true/false, got {v!r}", k)
+    return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in conf.items()}
+
+
+def _scoring(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise fail(f"expected a string, got {value!r}")
+    if value not in SCORING_MODES:
+        raise fail(f"expected one of {', '.join(SCORING_MODES)}, got {value!r}")
+    return value
+
+
+class SparkFile(SpecSection):
+    master: Annotated[str, PlainValidator(_master), WithJsonSchema({"type": "string", "pattern": MASTER_RE.pattern})] \
+        = "local[2]"
+    conf: Annotated[dict[str, str], PlainValidator(_conf), WithJsonSchema({
+        "type": "object", "propertyNames": {"pattern": "^spark\\."},
+        "additionalProperties": {"type": ["string", "number", "boolean"]}})] = {}
+    executor: ExecutorFile = ExecutorFile()
+    xgboost_workers: typed(int, positive=True) = 2
+    scoring: Annotated[str, PlainValidator(_scoring), WithJsonSchema({"enum": list(SCORING_MODES)})] = "auto"
+    scoring_min_rows: typed(int, nonneg=True) = 5_000_000
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, v: Any) -> Any:
+        return v or {}
+
+    def value(self) -> SparkSpec:
+        e = self.executor
+        return SparkSpec(master=self.master, conf=self.conf,
+                         executor=SparkExecutors(image=e.image, instances=e.instances, cores=e.cores, memory=e.memory),
+                         xgboost_workers=self.xgboost_workers, scoring=self.scoring,
+                         scoring_min_rows=self.scoring_min_rows)
