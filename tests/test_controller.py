@@ -204,6 +204,20 @@ def test_alias_edited_in_the_ui_is_followed(store):
     assert backend.read().canary is None and reg.tags(3)["state"] == "rolled_back"
 
 
+def test_exactly_one_version_is_in_production_after_an_alias_edit(store):
+    reg = start(store)
+    backend, clock = MemoryBackend(), Clock()
+    ctrl = controller(store, backend, clock, plan=PLAN.replace("mode: auto", "mode: suggest"))
+    ctrl.run_once()  # first deployment of v1
+    reg.set_tags(3, {"state": "production"})  # a stale state tag that no alias or deployment names
+    reg.client.set_registered_model_alias("fraud", "production", "2")  # the MLflow UI / REST edit
+    a = ctrl.run_once()
+    assert a.kind == "Deploy" and backend.read().production == 2
+    assert reg.versions_in_state("production") == [2]
+    assert reg.tags(1)["state"] == reg.tags(3)["state"] == "retired"
+    assert reg.history(3)[-1]["reason"] == "replaced by version 2"
+
+
 def test_kubectl_rollout_undo_is_adopted_not_fought(store):
     start(store)
     backend, clock = MemoryBackend(), Clock()

@@ -93,3 +93,31 @@ def test_state_survives_a_fresh_process(registry, model_path, tmp_path):
             f"r = Registry(sys.argv[1], 'fraud'); print(r.alias_version('production'), r.tags({v})['state'])")
     out = subprocess.run([sys.executable, "-c", code, registry.tracking_uri], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["1", "production"]
+
+
+def _controller_tags(registry):
+    tags = registry.client.get_registered_model(registry.model_name).tags or {}
+    return sorted(k for k in tags if k.startswith("ratchet.controller.pending"))
+
+
+def test_a_long_controller_value_leaves_no_parts_behind(registry, model_path):
+    registry.register(record(model_path))
+    long_a, long_b = "a" * 9000, "b" * 4500
+    registry.put_controller_state("pending", long_a)
+    assert registry.controller_state("pending") == long_a
+    assert len(_controller_tags(registry)) == 1 + 3  # header + 3 parts
+    registry.put_controller_state("pending", long_b)  # another long value: the old parts go
+    assert registry.controller_state("pending") == long_b and len(_controller_tags(registry)) == 1 + 2
+    registry.put_controller_state("pending", "short")
+    assert registry.controller_state("pending") == "short" and _controller_tags(registry) == ["ratchet.controller.pending"]
+    registry.put_controller_state("pending", long_a)
+    registry.put_controller_state("pending", None)
+    assert registry.controller_state("pending") is None and _controller_tags(registry) == []
+
+
+def test_orphan_parts_of_an_interrupted_write_are_removed_by_the_next(registry, model_path):
+    registry.register(record(model_path))
+    registry.client.set_registered_model_tag(registry.model_name, "ratchet.controller.pending.abc.part0", "x")
+    assert registry.controller_state("pending") is None  # no header: the orphan is never read
+    registry.put_controller_state("pending", None)
+    assert _controller_tags(registry) == []

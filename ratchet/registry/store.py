@@ -114,6 +114,11 @@ class Registry:
         found = self.client.search_model_versions(f"name='{self.model_name}'")
         return sorted(int(v.version) for v in found)
 
+    def versions_in_state(self, state: str) -> list[int]:
+        """The versions whose `state` tag is `state` (one search, not a read per version)."""
+        found = self.client.search_model_versions(f"name='{self.model_name}' and tags.state='{state}'")
+        return sorted(int(mv.version) for mv in found)
+
     def history(self, version: int) -> list[dict[str, Any]]:
         """The transitions recorded on a version, oldest first."""
         tags = self.tags(version)
@@ -337,20 +342,30 @@ class Registry:
         written in parts first and committed by the single write of its header.
         """
         name = f"ratchet.controller.{key}"
+        keep = ""
         if value is None:
             if name in (self.client.get_registered_model(self.model_name).tags or {}):
                 self.client.delete_registered_model_tag(self.model_name, name)
-            return
-        if len(value) <= 4000 and not value.startswith("parts:"):
+        elif len(value) <= 4000 and not value.startswith("parts:"):
             self.client.set_registered_model_tag(self.model_name, name, value)
-            return
-        import hashlib
+        else:
+            import hashlib
 
-        digest = hashlib.sha256(value.encode()).hexdigest()[:12]  # parts of different values never mix
-        parts = [value[i:i + 4000] for i in range(0, len(value), 4000)]
-        for i, p in enumerate(parts):
-            self.client.set_registered_model_tag(self.model_name, f"{name}.{digest}.part{i}", p)
-        self.client.set_registered_model_tag(self.model_name, name, f"parts:{len(parts)}:{digest}")
+            digest = hashlib.sha256(value.encode()).hexdigest()[:12]  # parts of different values never mix
+            parts = [value[i:i + 4000] for i in range(0, len(value), 4000)]
+            for i, p in enumerate(parts):
+                self.client.set_registered_model_tag(self.model_name, f"{name}.{digest}.part{i}", p)
+            self.client.set_registered_model_tag(self.model_name, name, f"parts:{len(parts)}:{digest}")
+            keep = f"{name}.{digest}."
+        self._drop_parts(name, keep)
+
+    def _drop_parts(self, name: str, keep: str) -> None:
+        """Delete the parts of `name` that its header no longer names (after the header's write,
+        so a crash between the two leaves only orphans, which the next write removes)."""
+        tags = self.client.get_registered_model(self.model_name).tags or {}
+        for k in tags:
+            if k.startswith(f"{name}.") and ".part" in k and not (keep and k.startswith(keep)):
+                self.client.delete_registered_model_tag(self.model_name, k)
 
     # ---- monitoring (additions) ----------------------------------------------------
     # Drift, staleness and estimate runs are MLflow runs of their own experiment, tagged

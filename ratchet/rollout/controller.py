@@ -37,7 +37,7 @@ from ratchet.rollout.state import (
     OPEN_QUESTIONS_TAG, POLICY_WAIVER_TAG, WAIVED_TAG, DeploymentState, Intent, Observations, Progress, VersionInfo, parse_iso,
     parse_open_questions, parse_waived,
 )
-from ratchet.stages.model import approvals_from_tags
+from ratchet.stages.model import State, approvals_from_tags
 
 if TYPE_CHECKING:
     from ratchet.registry import Registry
@@ -58,7 +58,8 @@ def read_intent(registry: Registry, fact: DeploymentState | None = None) -> Inte
     aliases = registry.aliases()
     raw = registry.controller_state(PENDING)
     pending = json.loads(raw) if raw else None
-    involved = set(aliases.values())
+    in_production = frozenset(registry.versions_in_state(State.PRODUCTION))
+    involved = set(aliases.values()) | in_production
     if fact is not None:
         involved |= {v for v in (fact.production, fact.canary, fact.shadow) if v is not None}
     versions: dict[int, VersionInfo] = {}
@@ -71,7 +72,7 @@ def read_intent(registry: Registry, fact: DeploymentState | None = None) -> Inte
                                   approvals=approvals_from_tags(tags),
                                   open_questions=parse_open_questions(tags.get(OPEN_QUESTIONS_TAG)),
                                   waived=frozenset(parse_waived(tags.get(WAIVED_TAG), tags.get(POLICY_WAIVER_TAG))))
-    return Intent(aliases=aliases, versions=versions, pending=pending)
+    return Intent(aliases=aliases, versions=versions, pending=pending, in_production=in_production)
 
 
 class Controller:

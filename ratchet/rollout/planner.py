@@ -199,14 +199,22 @@ def _production(ctx: _Ctx) -> Action | None:
             ops.append(Op("remove_alias", stage, P))
     why = "first deployment" if prev is None else f"@production moved to v{P} (deployment ran v{prev})"
     recs = [(P, info.state or None, "production", why, {"deployment": fact.fingerprint()})]
-    if prev is not None and ctx.info(prev).state == "production":
-        ops.append(Op("set_tags", version=prev, tags=_tags(state="retired")))
-        recs.append((prev, "production", "retired", f"replaced by version {P}", {}))
+    _retire_others(ctx, P, prev, ops, recs)
     target = fact.with_(production=P, canary=None if fact.canary == P else fact.canary,
                         shadow=None if fact.shadow == P else fact.shadow)
     return Deploy(reason=why, event=f"deploy v{P} to production: {why}", version=P, id=aid, at=ctx.at,
                   ops=tuple(ops), target=target, change_cause=f"ratchet: v{P} to production ({why})",
                   records=_keys(aid, recs))
+
+
+def _retire_others(ctx: _Ctx, P: int, prev: int | None, ops: list[Op], recs: list) -> None:
+    """Retire every other version in state production (the one that ran, and any a person's
+    alias edit left behind): exactly one version is in production."""
+    others = {v for v in ctx.intent.in_production | ({prev} if prev is not None else set())
+              if v != P and ctx.info(v).state == State.PRODUCTION}
+    for v in sorted(others):
+        ops.append(Op("set_tags", version=v, tags=_tags(state=State.RETIRED)))
+        recs.append((v, State.PRODUCTION, State.RETIRED, f"replaced by version {P}", {}))
 
 
 # ---- canary ------------------------------------------------------------------------------
@@ -275,9 +283,7 @@ def _promote(ctx: _Ctx, C: int, p: Progress, verdict: GuardVerdict, elapsed: flo
            Op("set_tags", version=C, tags=_tags(state="production", rollout=Progress(p.run, "production", 0, ctx.at)))]
     recs = [(C, "canary", "production", why, {"held_s": round(elapsed), "guards": verdict.evidence()})]
     prev = fact.production
-    if prev is not None and prev != C and ctx.info(prev).state == "production":
-        ops.append(Op("set_tags", version=prev, tags=_tags(state="retired")))
-        recs.append((prev, "production", "retired", f"replaced by version {C}", {}))
+    _retire_others(ctx, C, prev, ops, recs)
     return Promote(reason=why, event=f"promote v{C} to production: {why}", version=C, id=aid, at=ctx.at,
                    ops=tuple(ops), target=fact.with_(production=C, canary=None),
                    change_cause=f"ratchet: v{C} to production", records=_keys(aid, recs))

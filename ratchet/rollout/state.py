@@ -167,6 +167,7 @@ class Intent:
     aliases: dict[str, int] = field(default_factory=dict)
     versions: dict[int, VersionInfo] = field(default_factory=dict)
     pending: dict[str, Any] | None = None  # the serialized action the controller was executing
+    in_production: frozenset[int] = frozenset()  # every version whose state tag is production
 
     def info(self, version: int | None) -> VersionInfo:
         return self.versions.get(version, VersionInfo()) if version is not None else VersionInfo()
