@@ -142,7 +142,8 @@ class Problem:
         return re.findall(r"'([^']*)'", str(self.ctx.get("expected", "")))
 
 
-Messages = Callable[[Problem], "str | None"]
+#: A file kind's wording: a message, or (message, key path) to report it elsewhere, or None.
+Messages = Callable[[Problem], "str | tuple[str, KeyPath] | None"]
 
 _TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
                "string_type": "a string", "bool_type": "true or false", "list_type": "a list"}
@@ -223,6 +224,8 @@ def validate(doc: YamlDoc, model: type[T], messages: Messages | None = None, *, 
         if by_line:
             found.sort(key=lambda p: doc.line(p.keypath) or 0)
         first = found[0]
-        msg = (messages(first) if messages else None) or default_message(first)
-        more = f" (and {len(found) - 1} more problem(s))" if count_more and len(found) > 1 else ""
-        raise doc.error(first.keypath, msg + more) from None
+        said = (messages(first) if messages else None) or default_message(first)
+        msg, keypath = said if isinstance(said, tuple) else (said, first.keypath)
+        others = len({p.keypath for p in found} - {first.keypath})  # a union's branches count once
+        more = f" (and {others} more problem(s))" if count_more and others else ""
+        raise doc.error(keypath, msg + more) from None

@@ -3,8 +3,8 @@
     >>> contract = load_contract("contracts/fraud.yaml")
     >>> [c.name for c in contract.clauses]
 
-A contract is validated twice on load: against ratchet/contracts/schema.json (structure, the
-same schema editors use) and by semantic checks (a clause's metric fits its kind, its
+A contract is validated twice on load: as the pydantic model ContractFile (structure; the
+JSON Schema editors use, ratchet/contracts/schema.json, is generated from it) and by semantic checks (a clause's metric fits its kind, its
 slice exists, tolerances make sense, slice columns are known). Every error is a
 SpecError of the form ``contracts/fraud.yaml:31: clauses[2].metric: ...``.
 """
@@ -15,14 +15,14 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import jsonschema
+from pydantic import ConfigDict, Field, model_validator
 
 from ratchet.data import columns as C
 from ratchet.evaluate.metrics import LABEL_FREE, MODEL_METRICS
 from ratchet.evaluate.slices import SliceFamily
-from ratchet.yamlfile import YamlDoc, load_yaml, parse_yaml
+from ratchet.yamlfile import FileModel, KeyPath, Problem, YamlDoc, fail, load_yaml, parse_yaml, validate
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 KINDS = ("bound", "no_regression", "must_improve", "rate_stability")
@@ -150,26 +150,125 @@ class Contract:
 
 @lru_cache(maxsize=1)
 def contract_schema() -> dict[str, Any]:
-    """The JSON Schema of contract files (ratchet/contracts/schema.json)."""
+    """The JSON Schema of contract files (generated from ContractFile, see ratchet.app.schemas)."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+# ---- the file's structure (pydantic models; the semantic checks are in _build) ----------
+Rate = Annotated[float, Field(gt=0, lt=1)]
+Confidence = Annotated[float, Field(gt=0.5, lt=1, description="Two-sided confidence level of every interval.")]
+
+
+class AmountFile(FileModel):
+    absolute: Annotated[float, Field(ge=0)] | None = None
+    relative: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "AmountFile":
+        if not self.model_fields_set:
+            raise fail("{} should be non-empty")
+        return self
+
+
+class SignificanceFile(FileModel):
+    confidence: Confidence = 0.95
+    min_support: Annotated[int, Field(ge=1)] = 100
+
+
+class ThresholdsFile(FileModel):
+    candidate: Literal[CANDIDATE_POLICIES] = "match_baseline_block_rate"
+    default: float = 0.5
+    bootstrap_block_rate: Rate | None = None
+
+
+class RecallAtFprFile(FileModel):
+    reference: Rate | Literal["baseline"] = "baseline"
+    bootstrap_fpr: Rate | None = None
+
+
+class SliceFile(FileModel):
+    column: str | None = None
+    cross: Annotated[list[str], Field(min_length=2)] | None = None
+    top: Annotated[int, Field(ge=1)] | None = None
+    bands: Annotated[list[float], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SliceFile":
+        given = [k for k in ("column", "cross") if k in self.model_fields_set]
+        if not given:
+            raise fail(f"{self.model_dump(exclude_unset=True)} is not valid under any of the given schemas")
+        if len(given) == 2:
+            raise fail(f"{self.model_dump(exclude_unset=True)} is valid under each of {{'required': ['cross']}}, "
+                       "{'required': ['column']}")
+        return self
+
+
+class ClauseFile(FileModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")]
+    description: str = ""
+    kind: Literal[KINDS]
+    metric: Literal["auc", "average_precision", "recall_at_fpr", "fpr", "recall", "precision", "block_rate",
+                    "approval_rate"]
+    per: str | None = Field(default=None, description="Slice name; absent = the whole population.")
+    severity: Literal["block", "warn"] = "block"
+    min: float | None = None
+    max: float | None = None
+    tolerance: AmountFile | None = None
+    margin: AmountFile | None = None
+    min_support: Annotated[int, Field(ge=1)] | None = None
+    confidence: Confidence | None = None
+
+
+class ContractFile(FileModel):
+    """A contract file (contracts/fraud.yaml): business expectations a release must meet, slice by slice."""
+
+    model_config = ConfigDict(title="ratchet contract")
+    version: Literal[1]
+    name: str | None = None
+    description: str | None = None
+    extra_columns: list[str] = Field(default=[], description="Slice columns beyond ratchet's canonical columns "
+                                                             "that the scored data will carry.")
+    significance: SignificanceFile = SignificanceFile()
+    thresholds: ThresholdsFile = ThresholdsFile()
+    recall_at_fpr: RecallAtFprFile = RecallAtFprFile()
+    slices: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], SliceFile]
+    clauses: Annotated[list[ClauseFile], Field(min_length=1)]
+
+
+_JSON_TYPES = {"float_type": "number", "int_type": "integer", "int_from_float": "integer", "string_type": "string",
+               "list_type": "array", "dict_type": "object", "model_type": "object", "bool_type": "boolean"}
+
+
+def _messages(p: Problem) -> str | tuple[str, KeyPath] | None:
+    """JSON Schema's wording (the contract was checked with jsonschema before)."""
+    v, ctx = p.value, {k: (int(x) if isinstance(x, float) and x.is_integer() else x) for k, x in p.ctx.items()}
+    if p.kind == "unknown_key":
+        return (f"Additional properties are not allowed ({ctx['key']!r} was unexpected); check the spelling",
+                p.keypath[:-1])
+    if p.kind == "missing":
+        return f"{p.keypath[-1]!r} is a required property", p.keypath[:-1]
+    if p.kind in _JSON_TYPES:
+        return f"{v!r} is not of type {_JSON_TYPES[p.kind]!r}"
+    if p.kind == "literal_error":
+        if p.keypath == ("version",):
+            return "1 was expected"
+        return f"{v!r} is not one of {', '.join(p.choices)}"
+    if p.kind == "greater_than_equal":
+        return f"{v!r} is less than the minimum of {ctx['ge']}"
+    if p.kind == "greater_than":
+        return f"{v!r} is less than or equal to the minimum of {ctx['gt']}"
+    if p.kind == "less_than":
+        return f"{v!r} is greater than or equal to the maximum of {ctx['lt']}"
+    if p.kind == "too_short":
+        return f"{v!r} should be non-empty" if ctx.get("min_length") == 1 else f"{v!r} is too short"
+    if p.kind == "string_pattern_mismatch":
+        at = p.keypath[:-1] if p.keypath and p.keypath[-1] == v else p.keypath  # a mapping's key: its mapping
+        return f"{v!r} does not match {ctx['pattern']!r}", at
+    return None
+
+
 def _schema_errors(doc: YamlDoc) -> None:
-    validator = jsonschema.Draft202012Validator(contract_schema())
-    errors = sorted(validator.iter_errors(doc.data), key=lambda e: (doc.line(tuple(e.absolute_path)) or 0))
-    if not errors:
-        return
-    err = errors[0]
-    # oneOf/anyOf failures hide the useful message in their context
-    best = jsonschema.exceptions.best_match([err]) if err.context else err
-    path = tuple(best.absolute_path)
-    msg = best.message
-    if best.validator == "additionalProperties":
-        msg = f"{msg}; check the spelling"
-    elif best.validator == "enum":
-        msg = f"{best.instance!r} is not one of {', '.join(map(str, best.validator_value))}"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    raise doc.error(path, msg + more)
+    validate(doc, ContractFile, _messages, by_line=True, count_more=True)
 
 
 def _amount(raw: dict[str, Any] | None) -> Amount | None:
