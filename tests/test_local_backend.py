@@ -141,6 +141,23 @@ def test_a_hand_reload_is_an_outside_change(env):
     b.apply(DeploymentState(production=1), "clean up")
 
 
+def test_a_service_restarted_on_other_flags_is_restored_not_adopted(env):
+    b = env["backend"]
+    applied = b.apply(DeploymentState(production=1, canary=2, canary_weight=25.0), "ratchet: v2 canary 25%")
+    # what a crashed service restarted with its original command reports: @production only, "start-up"
+    _hand_reload(b, canary=None, reason="start-up")
+    fact = b.read()
+    assert not fact.changed_outside() and fact.restored_revision is None
+    assert fact.fingerprint() == applied.fingerprint() == "production=v1 canary=v2@25% shadow=none"
+    assert fact.revision == applied.revision  # no new revision: the same step goes on
+    cfg = httpx.get(f"{b.url}/admin/config").json()
+    assert cfg["reason"].startswith("ratchet: restored after a restart to revision")
+    # a person's reload with a reason of their own is still theirs
+    _hand_reload(b, canary=None, reason="withdrawn by hand")
+    assert b.read().changed_outside()
+    b.apply(DeploymentState(production=1), "clean up")
+
+
 def test_a_hand_reload_back_to_an_older_revision_is_an_undo(env):
     b = env["backend"]
     b.apply(DeploymentState(production=1), "baseline")

@@ -13,7 +13,9 @@ revision history (like `kubectl rollout history`). The file is replaced atomical
 (temp file + os.replace). Someone reloading the service by hand, or restarting it from
 other flags, changes what runs but not the file: read() shows fingerprint != applied and
 an unrecorded revision ("3+g7": three recorded, the service at its 7th configuration),
-and the controller adopts the change as a person's decision. When what runs is an older
+and the controller adopts the change as a person's decision. A service that restarted
+(it reports reason "start-up") on a configuration other than the last one ratchet
+applied is a crash, not a decision: read() reloads it to that last revision first. When what runs is an older
 recorded revision brought back by hand, read() names it in `restored_revision` (as the
 Kubernetes backend does after `kubectl rollout undo`), so the adoption is recorded as an undo.
 
@@ -49,6 +51,8 @@ from ratchet.errors import RatchetError
 from ratchet.rollout.state import DeploymentState
 
 HISTORY_KEEP = 200
+RESTART_REASON = "start-up"           # the reason a service reports for the configuration it started with
+RESTORE_REASON = "ratchet: restored after a restart to revision"
 
 
 class BackendUnavailable(RatchetError):
@@ -208,6 +212,10 @@ class LocalProcessBackend:
                 st["pending"] = None
             self._save(st)
         last = st["history"][-1] if st["history"] else None
+        if self._restarted_elsewhere(cfg, running, st, last):
+            # a crashed and restarted service came back on its start-up flags, not on what
+            # ratchet applied: a crash is not a decision, so bring back the last revision
+            running = self._restore(DeploymentState.from_dict(last["content"]), last["revision"])
         restored = None
         if last is not None and last["fingerprint"] == running.fingerprint():
             revision = str(last["revision"])
@@ -217,6 +225,22 @@ class LocalProcessBackend:
         return DeploymentState(running.production, running.canary, running.canary_weight, running.shadow,
                                running.cohort, revision=revision, applied=st.get("applied"),
                                restored_revision=restored)
+
+    @staticmethod
+    def _restarted_elsewhere(cfg: dict[str, Any], running: DeploymentState, st: dict[str, Any],
+                             last: dict[str, Any] | None) -> bool:
+        """The service (re)started on a configuration other than the last one ratchet applied."""
+        return (cfg.get("reason") == RESTART_REASON and last is not None and st.get("applied") == last["fingerprint"]
+                and running.fingerprint() != last["fingerprint"] and last.get("content") is not None)
+
+    def _restore(self, want: DeploymentState, revision: int) -> DeploymentState:
+        """Reload a restarted service to revision `revision` (what ratchet last applied)."""
+        r = self.client.post("/admin/reload", json=reload_body(want, f"{RESTORE_REASON} {revision}"),
+                             timeout=self.reload_timeout)
+        if r.status_code != 200:
+            raise BackendUnavailable(f"{self.url} restarted on other flags and refused the reload back to revision "
+                                     f"{revision} ({want.fingerprint()}): {r.status_code} {r.text[:300]}")
+        return state_from_config(r.json())
 
     def apply(self, target: DeploymentState, change_cause: str) -> DeploymentState:
         want = target.content()
