@@ -67,7 +67,8 @@ def _names(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
-Names = Annotated[tuple[str, ...], PlainValidator(_names),
+#: A list of names, validated to a tuple.
+Names = Annotated[Any, PlainValidator(_names),
                   WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1}})]
 
 

@@ -129,7 +129,7 @@ class SpecFile(SpecSection):
     name: typed(str) = None  # None: the file's name
     label: typed(str) = C.IS_FRAUD
     seed: typed(int, nonneg=True) = 7
-    features: Annotated[tuple[str, ...], PlainValidator(_features), WithJsonSchema({
+    features: Annotated[Any, PlainValidator(_features), WithJsonSchema({  # validated to a tuple of names
         "type": "array", "minItems": 1, "uniqueItems": True,
         "items": {"anyOf": [{"enum": known_features()}, {"type": "string", "pattern": _AGG_RE.pattern}]}})] = Field(
         default=None, validate_default=True)  # required, with the spec's own message
