@@ -30,7 +30,7 @@ from pyspark.sql import types as T
 from ratchet.data import columns as C
 from ratchet.errors import MissingColumnError, RatchetError
 from ratchet.evaluate.scoring import SLICE_COLUMNS, Thresholds, check_baseline_features
-from ratchet.train.spec import SparkSpec
+from ratchet.data.spec import SparkSpec
 from ratchet.train.trainer import LABEL_COLUMN, feature_matrix
 
 #: Rows of the train and test windows kept for the drift report when scoring on Spark.
