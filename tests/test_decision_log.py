@@ -88,6 +88,8 @@ def test_write_failure_keeps_rows_and_retries(tmp_path, monkeypatch):
     log.append(row(2))
     log.flush()
     assert log.files_written == 1 and sorted(pd.read_parquet(tmp_path)["request_id"]) == ["r1", "r2"]
+    assert not list(tmp_path.glob("*.tmp"))   # the half file is gone; the journal stays until close
+    log.close()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -199,7 +201,8 @@ def test_files_are_written_a_row_group_at_a_time_and_a_failed_file_is_rewritten(
         if i % 10 == 9:
             log._step(final=False)   # what the writer thread does every drain_every
         if i == 29:
-            assert log.write_errors == 1 and log.files_written == 0 and not list(tmp_path.iterdir())
+            assert log.write_errors == 1 and log.files_written == 0 \
+                and not [p for p in tmp_path.iterdir() if not p.name.startswith(".journal-")]
     log.close()
     files = sorted(tmp_path.glob("decisions-*.parquet"))
     sizes = [pq.ParquetFile(p).metadata.num_rows for p in files]
@@ -209,3 +212,167 @@ def test_files_are_written_a_row_group_at_a_time_and_a_failed_file_is_rewritten(
     df = pd.read_parquet(tmp_path)
     assert len(df) == 100 and df["request_id"].is_unique and log.rows_written == 100
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ---- the journal: kill -9 and recovery, with real processes ---------------------------------
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ratchet.serving.decision_log import JOURNAL_KEY, read_journal  # noqa: E402
+
+_CHILD = r"""
+import os, signal, sys, threading, time
+from types import SimpleNamespace
+from ratchet.serving.decision_log import DecisionLog
+from ratchet.serving.log_schema import DecisionRow
+
+folder, served, shadowed, rotate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+FEATURES = ("amount", "card_count_1h")
+def req(i):
+    return SimpleNamespace(card_id=f"c{i}", merchant_id=f"m{i % 3}", country="FR", transaction_id=f"t{i}",
+                           merchant_category=None, card_country=None, channel="web", amount=float(i),
+                           card_count_1h=None if i % 2 else 2.0)
+log = DecisionLog(folder, rotate_rows=rotate, rotate_seconds=3600, row_group_rows=16, drain_every=0.005).start()
+def shadow():   # a second appending thread, as the shadow worker is
+    for i in range(shadowed):
+        log.append(DecisionRow(f"r{i}", 1.7e9 + i, "shadow", 2, 0.5, 0.4, "block", "ok", None, 0.1, 1, req(i), None))
+        if i % 50 == 0:
+            time.sleep(0.002)
+t = threading.Thread(target=shadow)
+t.start()
+for i in range(served):
+    log.append(DecisionRow(f"r{i}", 1.7e9 + i, "production", 1, i / served, 0.5, "allow", "ok", None, 0.3, 1, req(i),
+                           FEATURES))
+    if i == served // 2:   # some files committed, then the rest appended at once: killed with both
+        deadline = time.time() + 30
+        while log.files_written < 2 and time.time() < deadline:
+            time.sleep(0.01)
+t.join()
+print("appended", log.files_written, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)   # the rows not yet in a committed file live on in the journal only
+"""
+
+
+def _killed_writer(folder: Path, served: int, shadowed: int, rotate: int) -> None:
+    """A real process appends rows (production from its main thread, shadow from another) and is
+    killed with SIGKILL right after its last append."""
+    p = subprocess.run([sys.executable, "-c", _CHILD, str(folder), str(served), str(shadowed), str(rotate)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL and "appended" in p.stdout, p.stderr[-3000:]
+
+
+def _journal(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".journal-"))
+
+
+def _assert_each_row_once(folder: Path, served: int, shadowed: int) -> pd.DataFrame:
+    df = pd.read_parquet(folder)
+    counts = df.groupby(["request_id", "role"]).size()
+    assert counts.max() == 1, counts[counts > 1].head()
+    assert len(df[df.role == "production"]) == served and len(df[df.role == "shadow"]) == shadowed
+    assert set(df[df.role == "production"]["request_id"]) == {f"r{i}" for i in range(served)}
+    return df
+
+
+def test_append_writes_the_journal_before_it_returns(tmp_path):
+    log = DecisionLog(str(tmp_path), rotate_rows=10, journal_segment_bytes=1000)   # not started: no writer
+    for i in range(30):
+        log.append(row(i))
+    segments = [p for p in _journal(tmp_path) if not p.name.endswith(".lock")]
+    assert len(segments) >= 3 and not list(tmp_path.glob("*.parquet"))   # rotated by size; nothing committed yet
+    records = [r for p in segments for r in read_journal(str(p))[0]]
+    rows = [r for r in records if r[0] >= 0]
+    assert [r[0] for r in rows] == list(range(30))   # one lane, its sequence numbers in order
+    assert rows[7][1][:4] == ["r7", rows[7][1][1], "production", 1] and rows[7][4] == [7.0, None]
+    assert [r[2] for r in records if r[0] < 0] == [list(FEATURES)] * len(segments)   # names once per segment
+    log.flush()   # three files committed: the segments whose rows are all in them are deleted
+    assert log.files_written == 3 and len([p for p in _journal(tmp_path) if not p.name.endswith(".lock")]) < 3
+    marks = pq.read_metadata(sorted(tmp_path.glob("decisions-*.parquet"))[-1]).metadata[JOURNAL_KEY]
+    assert marks == b'{"0": 29}'
+    log.close()
+    assert not _journal(tmp_path) and len(pd.read_parquet(tmp_path)) == 30
+
+
+def test_kill_9_loses_nothing_and_the_next_start_recovers_each_row_once(tmp_path):
+    folder = tmp_path / "d"
+    _killed_writer(folder, served=3000, shadowed=700, rotate=400)
+    committed = len(pd.read_parquet(folder)) if list(folder.glob("*.parquet")) else 0
+    assert _journal(folder) and 0 < committed < 3700   # died with rows only in the journal
+    log = DecisionLog(str(folder), rotate_rows=1000).start()   # the next start recovers in its writer thread
+    deadline = time.time() + 30
+    while _journal(folder) and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.recovered_rows == 3700 - committed and not _journal(folder)
+    log.append(row(10**6))
+    log.close()
+    df = pd.read_parquet(folder)
+    assert len(df) == 3701 and not [p for p in folder.iterdir() if p.name.startswith(".")]
+    own = list(folder.glob(f"decisions-*-{log.instance}-*.parquet"))
+    assert len(own) == 1
+    own[0].unlink()   # the new instance's own row; the rest is the killed one's
+    df = _assert_each_row_once(folder, 3000, 700)
+    # the recovered rows are the rows appended, field by field
+    r = df[(df.role == "production") & (df.request_id == "r2999")].iloc[0]
+    assert r["ts"] == pd.Timestamp(1.7e9 + 2999, unit="s", tz="UTC") and r["score"] == 2999 / 3000
+    assert dict(r["features"])["amount"] == 2999.0 and np.isnan(dict(r["features"])["card_count_1h"])
+    assert r["merchant_id"] == "m2" and r["card_country"] is None and r["config_generation"] == 1
+    s = df[(df.role == "shadow") & (df.request_id == "r699")].iloc[0]
+    assert s["features"] is None and s["decision"] == "block" and s["version"] == 2
+
+
+def test_an_interrupted_recovery_resumes_without_writing_a_row_twice(tmp_path):
+    folder = tmp_path / "d"
+    _killed_writer(folder, served=2000, shadowed=500, rotate=300)
+    saved = {p.name: p.read_bytes() for p in _journal(folder)}
+    before = {p.name for p in folder.glob("decisions-*.parquet")}
+    first = DecisionLog(str(folder), rotate_rows=150)
+    n = first.recover()
+    recovered = sorted(p for p in folder.glob("decisions-*.parquet") if p.name not in before)
+    assert n > 300 and len(recovered) >= 3 and not _journal(folder)
+    _assert_each_row_once(folder, 2000, 500)
+
+    def crash_state(keep_files: int) -> None:
+        """What a recovery killed after committing `keep_files` of its files leaves: those files, the
+        whole journal (segments go only after the last file), its lock file."""
+        for p in recovered[keep_files:]:
+            p.unlink(missing_ok=True)
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
+        (folder / f".{recovered[-1].name}.tmp").write_bytes(b"PAR1 half")   # the file it was writing
+
+    crash_state(len(recovered))   # killed after its last file, before deleting the journal
+    assert DecisionLog(str(folder)).recover() == 0
+    _assert_each_row_once(folder, 2000, 500)
+    crash_state(1)                # killed after its first file
+    again = DecisionLog(str(folder), rotate_rows=150)
+    assert again.recover() == n - pq.read_metadata(recovered[0]).num_rows
+    _assert_each_row_once(folder, 2000, 500)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_live_instance_is_not_recovered_and_a_torn_tail_is_skipped(tmp_path):
+    live = DecisionLog(str(tmp_path))
+    for i in range(5):
+        live.append(row(i))
+    other = DecisionLog(str(tmp_path))
+    assert other.recover() == 0 and len(_journal(tmp_path)) == 2   # its lock is held: not touched
+    # the process dies in the middle of a write: the cut record and what follows are skipped
+    segment = next(p for p in _journal(tmp_path) if not p.name.endswith(".lock"))
+    os.close(live._lock_fd)   # as the kernel does when the process dies
+    live.journaling = False
+    with segment.open("ab") as fh:
+        fh.write(b"\x40\x00\x00\x00\x01\x02\x03")
+    assert read_journal(str(segment))[1] == 7
+    assert other.recover() == 5 and not _journal(tmp_path)
+    assert sorted(pd.read_parquet(tmp_path)["request_id"]) == [f"r{i}" for i in range(5)]
+
+
+def test_object_store_logs_are_not_journaled(tmp_path):
+    log = DecisionLog(str(tmp_path), journal=False)
+    log.append(row(1))
+    assert not _journal(tmp_path) and not log.journaling
+    log.close()
+    assert len(pd.read_parquet(tmp_path)) == 1

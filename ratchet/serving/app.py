@@ -89,7 +89,7 @@ def create_app(service: Service, *, initial: StageConfig | None = None, admin_to
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         if service.log is not None:
-            service.log.start()
+            service.log.start()   # its writer thread first recovers journals a killed process left
         if service.shadow is not None:
             service.shadow.start()
         if initial is not None and service.snapshot is None:
@@ -190,7 +190,9 @@ class DecideFastPath:
     """Pure ASGI front: POST /v1/decide is answered here, without FastAPI's routing, request
     and response objects (~150 us a request on this machine, more than the scoring); every
     other request goes to the FastAPI app (which still declares /v1/decide for its OpenAPI).
-    Same answers, status codes, headers, errors and metrics as the FastAPI route."""
+    Same answers, status codes, headers, errors and metrics as the FastAPI route. The answer
+    is sent only after Service.decide has returned, i.e. after its decision-log row is in the
+    log's journal (written to the OS): a kill -9 never loses a decision that was answered."""
 
     def __init__(self, app, service: Service, max_body_bytes: int, too_large: dict) -> None:  # noqa: ANN001
         self.app, self.service, self.limit = app, service, max_body_bytes

@@ -11,6 +11,27 @@ dot-name and renamed, so readers never see half a file (Spark and pandas skip na
 starting with '.' or '_'). Rows stay in memory until their file is committed: a failed
 write loses nothing and is retried. close() writes what is left.
 
+The journal (local folders only): append() first writes the row, as one framed msgpack
+record (length, crc32, payload; ~5 us), with one os.write into the calling thread's
+journal segment `.journal-<instance>-<lane>-<n>` in the log folder, then queues it. The
+service appends before it answers, so once a decision's answer is sent its row is in the
+OS's page cache, which outlives the process: a kill -9 leaves every answered decision in
+a committed file or in the journal. Each appending thread has its own lane (no lock is
+shared between the request thread and the shadow thread) with its own sequence numbers;
+rows of one lane reach the files in sequence order, so each committed file records in its
+Parquet footer (`ratchet.journal`) the highest sequence committed so far per lane, which
+makes the file's rename the commit point of its journal records too. Segments whose
+records are all committed are deleted; close() deletes the rest. Nothing is fsynced: a
+machine crash or power loss may lose what the kernel had not yet written back.
+
+Recovery: start() (in the writer thread, before its first write) and recover() look for
+journals of other instances. An instance holds an flock on `.journal-<instance>.lock`
+while it lives (the kernel drops it when the process dies), so only dead instances are
+recovered. Their records above the newest committed file's footer marks are written into
+Parquet files under the dead instance's name, each again carrying the marks, and the
+segments are deleted: a recovery killed half-way resumes where it stopped, and no row is
+written twice.
+
     >>> log = DecisionLog("decisions/", metrics); log.start()
     >>> log.append(DecisionRow(request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1,
     ...                        req, names))
@@ -22,15 +43,23 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
+import heapq
+import json
 import logging
 import os
+import re
 import secrets
+import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -44,8 +73,21 @@ log = logging.getLogger("ratchet.serving")
 #: rows turned into one Arrow batch at a time by the writer (~5 us of Python each)
 _DRAIN_CHUNK = 128
 
+#: the writer's batches: the schema plus each row's journal lane (-1: not journaled) and sequence
+_INTERNAL = SCHEMA.append(pa.field("_lane", pa.int32())).append(pa.field("_seq", pa.int64()))
+_MARKS = ("_lane", "_seq")
+#: Parquet footer key: {lane: highest sequence committed so far} of the instance that wrote the file
+JOURNAL_KEY = b"ratchet.journal"
+#: a journal record's frame: payload length, crc32 of the payload
+_FRAME = struct.Struct("<II")
+_NSCALAR = len(SCALAR_COLUMNS)
+_SEGMENT = re.compile(r"^\.journal-([0-9a-f]+)-(\d+)-(\d+)$")
+_LOCK = re.compile(r"^\.journal-([0-9a-f]+)\.lock$")
+_FILE = re.compile(r"^decisions-[0-9TZ]+-([0-9a-f]+)-(\d+)\.parquet$")
+
 
 _slice_keys = attribute_reader(SLICE_KEYS)
+_encode = msgspec.msgpack.Encoder().encode
 
 
 def _batch(rows: list[DecisionRow]) -> pa.RecordBatch:
@@ -80,6 +122,18 @@ def _batch(rows: list[DecisionRow]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
+def _marked(batch: pa.RecordBatch, lanes: Any, seqs: Any) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([*batch.columns, pa.array(lanes, pa.int32()), pa.array(seqs, pa.int64())],
+                                      schema=_INTERNAL)
+
+
+def _lane_maxima(table: pa.Table) -> dict[int, int]:
+    """{lane: highest sequence} of the journaled rows in `table` (an _INTERNAL table)."""
+    lanes = table.column("_lane").to_numpy()
+    seqs = table.column("_seq").to_numpy()
+    return {int(lane): int(seqs[lanes == lane].max()) for lane in np.unique(lanes) if lane >= 0}
+
+
 def _filesystem(where: str):  # noqa: ANN202 -> (pyarrow.fs.FileSystem, path, is_local)
     from pyarrow import fs
 
@@ -88,6 +142,39 @@ def _filesystem(where: str):  # noqa: ANN202 -> (pyarrow.fs.FileSystem, path, is
         return filesystem, path.rstrip("/"), isinstance(filesystem, fs.LocalFileSystem)
     path = where[len("file://"):] if where.startswith("file://") else where
     return fs.LocalFileSystem(), os.path.abspath(path), True
+
+
+def _file_name(started_ts: float, instance: str, seq: int) -> str:
+    started = datetime.fromtimestamp(started_ts, timezone.utc)
+    return (f"decisions-{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-"
+            f"{instance}-{seq:06d}.parquet")
+
+
+def _journal_marks(path: str) -> dict[str, int]:
+    """The journal marks in a committed file's footer ({} for a file written without a journal)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path).metadata or {}
+    raw = meta.get(JOURNAL_KEY)
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def read_journal(path: str) -> tuple[list[tuple], int]:
+    """(records, bytes skipped) of one journal segment, in order. Reading stops at the first
+    frame that is cut short or fails its crc (a write the process died in, or, after a machine
+    crash, pages never written back); what follows it is skipped."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    out: list[tuple] = []
+    at, n, size = 0, len(data), _FRAME.size
+    while at + size <= n:
+        length, crc = _FRAME.unpack_from(data, at)
+        payload = data[at + size:at + size + length]
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            break
+        out.append(msgspec.msgpack.decode(payload))
+        at += size + length
+    return out, n - at
 
 
 @dataclass
@@ -100,14 +187,31 @@ class _OpenFile:
     started: float         # time of its first row (names the file; rotate_seconds counts from it)
     rows: int = 0
     batches: list = field(default_factory=list)  # what it holds, kept until committed (a failed file is rewritten)
+    marks: dict = field(default_factory=dict)    # {lane: highest journal sequence} of the rows it holds
+
+
+class _Lane:
+    """One appending thread's journal: its current segment, sequence numbers and feature-name ids."""
+
+    __slots__ = ("index", "fd", "path", "seq", "segno", "bytes", "names")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.fd = -1          # the open segment (-1: none; the next append opens one)
+        self.path = ""
+        self.seq = -1         # the last sequence number given out
+        self.segno = 0
+        self.bytes = 0
+        self.names: dict[int, tuple] = {}  # id(feature_names) -> (id, reader, names) defined in this segment
 
 
 class DecisionLog:
-    """Buffered, rotating Parquet writer of decisions; append() never blocks."""
+    """Buffered, rotating Parquet writer of decisions with a write-ahead journal; append() never blocks."""
 
     def __init__(self, where: str, metrics=None, *, rotate_rows: int = 100_000,  # noqa: ANN001
                  rotate_seconds: float = 60.0, max_buffered_rows: int = 1_000_000, drain_every: float = 0.02,
-                 row_group_rows: int = 4096) -> None:
+                 row_group_rows: int = 4096, journal: bool = True,
+                 journal_segment_bytes: int = 16 * 1024 * 1024) -> None:
         self.where = where
         self.fs, self.path, self.local = _filesystem(where)
         self.fs.create_dir(self.path, recursive=True)
@@ -117,7 +221,7 @@ class DecisionLog:
         self.drain_every = drain_every
         self.row_group_rows = max(1, row_group_rows)
         self.instance = secrets.token_hex(3)
-        self._queue: collections.deque[DecisionRow] = collections.deque()
+        self._queue: collections.deque[tuple[DecisionRow, int, int]] = collections.deque()
         self._batches: list[pa.RecordBatch] = []
         self._pending = 0
         self._file_started: float | None = None   # time of the oldest row not yet in a file
@@ -126,26 +230,140 @@ class DecisionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # serialises drain/write between the thread and close()
+        # the journal: local folders only (an object store's log is not journaled)
+        self.journaling = journal and self.local
+        self.journal_segment_bytes = max(1, journal_segment_bytes)
+        self._tls = threading.local()
+        self._lanes: list[_Lane] = []
+        self._lanes_lock = threading.Lock()   # taken only when a thread appends for the first time
+        self._lock_fd = -1                    # flock held on .journal-<instance>.lock while alive
+        self._closed_segments: collections.deque[tuple[int, int, str]] = collections.deque()  # (lane, last seq, path)
+        self._committed: dict[int, int] = {}  # {lane: highest sequence in a committed file}
         self.rows_written = 0
         self.files_written = 0
         self.dropped = 0
         self.write_errors = 0
+        self.journal_errors = 0
+        self.recovered_rows = 0
         if metrics is not None:
             metrics.gauges.update({
                 "ratchet_decision_log_rows_written": lambda: self.rows_written,
                 "ratchet_decision_log_files_written": lambda: self.files_written,
                 "ratchet_decision_log_dropped": lambda: self.dropped,
                 "ratchet_decision_log_write_errors": lambda: self.write_errors,
+                "ratchet_decision_log_journal_errors": lambda: self.journal_errors,
+                "ratchet_decision_log_recovered_rows": lambda: self.recovered_rows,
                 "ratchet_decision_log_buffered_rows": lambda: len(self._queue) + self._pending + (
                     self._open.rows if self._open is not None else 0),
             })
 
     # ---- request path ----------------------------------------------------------------
     def append(self, row: DecisionRow) -> None:
+        """Journal the row (one os.write, when journaling), then queue it for the writer.
+
+        Returns once the row is in the OS's page cache: an answer sent after append() can
+        no longer be lost by the process dying. A journal write that fails is counted
+        (journal_errors) and the row is still queued: the decision is answered, logged in
+        memory only."""
         if len(self._queue) >= self.max_buffered_rows:
             self.dropped += 1  # the writer is far behind (storage down): shed, count, never block
             return
-        self._queue.append(row)
+        if not self.journaling:
+            self._queue.append((row, -1, 0))
+            return
+        lane = getattr(self._tls, "lane", None)
+        if lane is None:
+            lane = self._new_lane()
+        if lane.fd < 0 and not self._open_segment(lane):
+            self._queue.append((row, -1, 0))
+            return
+        names = row.feature_names
+        if names is None:
+            nid, values = -1, None
+        else:
+            known = lane.names.get(id(names))
+            if known is None and (known := self._define_names(lane, names)) is None:
+                self._queue.append((row, -1, 0))
+                return
+            nid, values = known[0], known[1](row.request)
+        seq = lane.seq + 1
+        payload = _encode((seq, row[:_NSCALAR], _slice_keys(row.request), nid, values))
+        if not self._write(lane, _FRAME.pack(len(payload), zlib.crc32(payload)) + payload):
+            self._queue.append((row, -1, 0))
+            return
+        lane.seq = seq
+        self._queue.append((row, lane.index, seq))
+        if lane.bytes >= self.journal_segment_bytes:
+            self._close_segment(lane)
+
+    def _write(self, lane: _Lane, buf: bytes) -> bool:
+        try:
+            if os.write(lane.fd, buf) != len(buf):
+                raise OSError("short write")
+        except OSError as exc:
+            # what was cut short ends the segment (its reader stops there): go on in a new one
+            self.journal_errors += 1
+            log.error("decision log journal: could not write %s: %s", lane.path, exc)
+            self._close_segment(lane)
+            return False
+        lane.bytes += len(buf)
+        return True
+
+    def _new_lane(self) -> _Lane:
+        with self._lanes_lock:
+            if self._lock_fd < 0:
+                self._take_instance_lock()
+            lane = _Lane(len(self._lanes))
+            self._lanes.append(lane)
+        self._tls.lane = lane
+        return lane
+
+    def _take_instance_lock(self) -> None:
+        """Lock .journal-<instance>.lock for this process's life. Locked under a temporary name
+        first and renamed, so a lock file that can be seen is always held while its owner lives."""
+        final = f"{self.path}/.journal-{self.instance}.lock"
+        tmp = f"{final}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, final)
+        except OSError as exc:
+            self.journal_errors += 1
+            log.error("decision log journal: could not create %s: %s; not journaling", final, exc)
+            self.journaling = False
+            return
+        self._lock_fd = fd
+
+    def _open_segment(self, lane: _Lane) -> bool:
+        if not self.journaling:
+            return False
+        lane.segno += 1
+        path = f"{self.path}/.journal-{self.instance}-{lane.index}-{lane.segno:06d}"
+        try:
+            lane.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+        except OSError as exc:
+            self.journal_errors += 1
+            log.error("decision log journal: could not open %s: %s", path, exc)
+            return False
+        lane.path, lane.bytes, lane.names = path, 0, {}
+        return True
+
+    def _define_names(self, lane: _Lane, names: tuple[str, ...]) -> tuple | None:
+        """A feature-name list gets an id per segment: one record [-1, id, names], then rows carry the id."""
+        known = (len(lane.names), attribute_reader(names), names)  # holds `names`: its id() stays unique
+        payload = _encode((-1, known[0], names))
+        if not self._write(lane, _FRAME.pack(len(payload), zlib.crc32(payload)) + payload):
+            return None
+        lane.names[id(names)] = known
+        return known
+
+    def _close_segment(self, lane: _Lane) -> None:
+        """End the lane's segment; it is deleted once its last record (lane.seq at most) is committed."""
+        fd, lane.fd = lane.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self._closed_segments.append((lane.index, lane.seq, lane.path))
 
     # ---- writer ------------------------------------------------------------------------
     def start(self) -> DecisionLog:
@@ -158,6 +376,10 @@ class DecisionLog:
         # while; niced, the writer thread gets the CPU when the request thread does not want it
         with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            self.recover()
+        except Exception:  # noqa: BLE001 - a failed recovery keeps its journal for the next start
+            log.exception("decision log: journal recovery failed")
         while not self._stop.wait(self.drain_every):
             try:
                 self._step(final=False)
@@ -169,15 +391,16 @@ class DecisionLog:
         n = len(q)
         if not n:
             return
-        rows = [q.popleft() for _ in range(n)]
+        items = [q.popleft() for _ in range(n)]
         if self._file_started is None:
-            self._file_started = rows[0].ts
+            self._file_started = items[0][0].ts
         # small batches with a GIL hand-over between them: the request thread waits at most one
         # batch (~1 ms of Python), not the whole drain, when it needs the GIL back
         for i in range(0, n, _DRAIN_CHUNK):
             if i:
                 time.sleep(0)
-            self._batches.append(_batch(rows[i:i + _DRAIN_CHUNK]))
+            rows, lanes, seqs = zip(*items[i:i + _DRAIN_CHUNK])
+            self._batches.append(_marked(_batch(list(rows)), lanes, seqs))
         self._pending += n
 
     def _step(self, final: bool) -> None:
@@ -199,7 +422,7 @@ class DecisionLog:
                     continue
                 break
             if self._pending > self.max_buffered_rows:  # storage keeps failing: shed the oldest
-                table = pa.Table.from_batches(self._batches, schema=SCHEMA)
+                table = pa.Table.from_batches(self._batches, schema=_INTERNAL)
                 over = self._pending - self.max_buffered_rows
                 self.dropped += over
                 rest = table.slice(over)
@@ -213,10 +436,8 @@ class DecisionLog:
         import pyarrow.parquet as pq
 
         if self._open is None:
-            started = datetime.fromtimestamp(self._file_started or time.time(), timezone.utc)
             # numbered by committed files: a file that failed is written again under its number
-            name = (f"decisions-{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-"
-                    f"{self.instance}-{self._seq + 1:06d}.parquet")
+            name = _file_name(self._file_started or time.time(), self.instance, self._seq + 1)
             final = f"{self.path}/{name}"
             target = f"{self.path}/.{name}.tmp" if self.local else final  # object stores: visible on close
             try:
@@ -225,15 +446,17 @@ class DecisionLog:
                 return self._failed(final, exc)
             self._open = _OpenFile(writer, target, final, self._file_started or time.time())
         f = self._open
-        table = pa.Table.from_batches(self._batches, schema=SCHEMA)
+        table = pa.Table.from_batches(self._batches, schema=_INTERNAL)
         take = min(table.num_rows, self.rotate_rows - f.rows)
         group = table.slice(0, take)
         try:
-            f.writer.write_table(group)
+            f.writer.write_table(group.drop_columns(list(_MARKS)))
         except Exception as exc:  # noqa: BLE001
             return self._failed(f.final, exc)
         f.batches.extend(group.to_batches())
         f.rows += take
+        for lane, top in _lane_maxima(group).items():
+            f.marks[lane] = max(top, f.marks.get(lane, -1))
         rest = table.slice(take)
         self._batches = rest.to_batches() if rest.num_rows else []
         self._pending = rest.num_rows
@@ -241,9 +464,15 @@ class DecisionLog:
         return True
 
     def _commit(self) -> bool:
-        """Close the open file and make it visible under its final name."""
+        """Close the open file and make it visible under its final name.
+
+        The footer carries the journal marks: every lane's highest sequence committed up to and
+        including this file, so the rename commits the file's journal records as well."""
         f = self._open
+        committed = {**self._committed, **{k: max(v, self._committed.get(k, -1)) for k, v in f.marks.items()}}
         try:
+            if self.journaling or committed:
+                f.writer.add_key_value_metadata({JOURNAL_KEY: json.dumps({str(k): v for k, v in committed.items()})})
             f.writer.close()
             if self.local:
                 self.fs.move(f.target, f.final)
@@ -253,7 +482,21 @@ class DecisionLog:
         self._seq += 1
         self.rows_written += f.rows
         self.files_written += 1
+        self._committed = committed
+        self._forget_committed_segments()
         return True
+
+    def _forget_committed_segments(self) -> None:
+        """Delete the closed journal segments whose every record is in a committed file."""
+        keep = []
+        while self._closed_segments:
+            lane, last, path = self._closed_segments.popleft()
+            if last <= self._committed.get(lane, -1):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            else:
+                keep.append((lane, last, path))
+        self._closed_segments.extendleft(reversed(keep))
 
     def _failed(self, final: str, exc: Exception) -> bool:
         """A write failed: drop the half file, keep every row (the open file's first) for a retry."""
@@ -277,8 +520,118 @@ class DecisionLog:
         self._step(final=True)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the writer thread and write what is left."""
+        """Stop the writer thread and write what is left; then delete the journal, if all of it
+        is committed (else it stays for the next start to recover)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self.flush()
+        if not self._lanes and self._lock_fd < 0:
+            return
+        journaled, self.journaling = self.journaling, False
+        with self._lock:
+            done = journaled and not self._queue and not self._pending and self._open is None
+            for lane in self._lanes:
+                self._close_segment(lane)
+            if done:
+                while self._closed_segments:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self._closed_segments.popleft()[2])
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{self.path}/.journal-{self.instance}.lock")
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)   # the lock goes with it
+                self._lock_fd = -1
+
+    # ---- recovery ----------------------------------------------------------------------
+    def recover(self) -> int:
+        """Write the journals of dead instances in this folder into Parquet; the rows written.
+
+        An instance is dead when its lock is free. Only its records not yet in a committed
+        file are written (by the footer marks of its newest file), then its journal is deleted."""
+        if not self.local:
+            return 0
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return 0
+        instances = {m.group(1) for n in names if (m := _SEGMENT.match(n) or _LOCK.match(n))} - {self.instance}
+        total = 0
+        for inst in sorted(instances):
+            try:
+                total += self._recover_instance(inst)
+            except Exception:  # noqa: BLE001 - keep its journal: the next start tries again
+                self.write_errors += 1
+                log.exception("decision log: could not recover the journal of instance %s", inst)
+        return total
+
+    def _recover_instance(self, inst: str) -> int:
+        import pyarrow.parquet as pq
+
+        lock_path = f"{self.path}/.journal-{inst}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0   # alive (or another process is recovering it)
+            names = os.listdir(self.path)
+            segments = sorted((int(m.group(2)), int(m.group(3)), n) for n in names
+                              if (m := _SEGMENT.match(n)) and m.group(1) == inst)
+            files = sorted((int(m.group(2)), n) for n in names if (m := _FILE.match(n)) and m.group(1) == inst)
+            marks = _journal_marks(f"{self.path}/{files[-1][1]}") if files else {}
+            next_seq = files[-1][0] + 1 if files else 1
+            for n in names:   # the file it was writing when it died: its rows are in the journal
+                if n.startswith(".decisions-") and n.endswith(".parquet.tmp") and f"-{inst}-" in n:
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{self.path}/{n}")
+            per_lane: dict[str, list[tuple[float, int, DecisionRow]]] = {}
+            for lane_no, _segno, n in segments:
+                records, skipped = read_journal(f"{self.path}/{n}")
+                if skipped:
+                    log.warning("decision log journal %s: %d bytes at its end cut short, skipped", n, skipped)
+                lane = str(lane_no)
+                done = marks.get(lane, -1)
+                defined: dict[int, tuple] = {}
+                rows = per_lane.setdefault(lane, [])
+                for rec in records:
+                    if rec[0] < 0:
+                        defined[rec[1]] = tuple(rec[2])
+                    elif rec[0] > done:
+                        rows.append((rec[1][1], rec[0], _row(rec, defined)))
+            # one lane's rows stay in sequence order (the marks rely on it); lanes merged by time
+            merged = list(heapq.merge(*[[(ts, lane, seq, r) for ts, seq, r in rows] for lane, rows in per_lane.items()],
+                                      key=lambda x: x[0]))
+            for start in range(0, len(merged), self.rotate_rows):
+                part = merged[start:start + self.rotate_rows]
+                for _ts, lane, seq, _r in part:
+                    marks[lane] = max(seq, marks.get(lane, -1))
+                name = _file_name(part[0][0], inst, next_seq)
+                target, final = f"{self.path}/.{name}.tmp", f"{self.path}/{name}"
+                rows = [r for *_, r in part]
+                table = pa.Table.from_batches([_batch(rows[i:i + _DRAIN_CHUNK])
+                                               for i in range(0, len(rows), _DRAIN_CHUNK)], schema=SCHEMA)
+                with pq.ParquetWriter(target, SCHEMA) as writer:
+                    writer.write_table(table, row_group_size=self.row_group_rows)
+                    writer.add_key_value_metadata({JOURNAL_KEY: json.dumps(marks)})
+                os.replace(target, final)   # the commit: rows and their marks at once
+                next_seq += 1
+                self.recovered_rows += len(part)
+            for *_, n in segments:
+                os.unlink(f"{self.path}/{n}")
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+            if merged or segments:
+                log.info("decision log: recovered %d rows from the journal of instance %s (%d segments)",
+                         len(merged), inst, len(segments))
+            return len(merged)
+        finally:
+            os.close(fd)
+
+
+def _row(rec: list, names_by_id: dict[int, tuple]) -> DecisionRow:
+    """A journal record -> the DecisionRow it was made from (the request as a namespace of its fields)."""
+    _seq, scalars, keys, nid, values = rec
+    names = names_by_id[nid] if nid >= 0 else None
+    request = SimpleNamespace(**dict(zip(SLICE_KEYS, keys)), **(dict(zip(names, values)) if names else {}))
+    return DecisionRow(*scalars, request, names)

@@ -13,6 +13,9 @@ columns by the writer thread, off the request path:
                    and, for served rows, the values of `feature_names` become the `features` map
     feature_names  the model's inputs (served rows, for replay), or None (shadow rows: a null map)
 
+DecisionLog.append first writes the same content (scalars, slice keys, feature values) to
+the log's journal, from which a killed process's rows are recovered into these columns.
+
     >>> DecisionRow(rid, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1, req, names)
 """
 

@@ -186,6 +186,8 @@ class Service:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         self.metrics.decisions[(role, model.version, decision)] += 1
         if self.log is not None:
+            # journaled (one os.write) before this returns, so before the answer is sent: a
+            # decision that was answered survives a kill -9 (decision_log's journal)
             self.log.append(DecisionRow(rid, time.time(), role, model.version, score, threshold, decision, "ok", None,
                                         latency_ms, snap.generation, req, model.features))
         if snap.shadow is not None and self.shadow is not None:
