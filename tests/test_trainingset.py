@@ -323,7 +323,7 @@ def test_data_checks_fail_with_check_observed_and_bound(spark, tmp_path):
             spark=spark)
 
     genuine = df.assign(is_fraud=np.int8(0))
-    with pytest.raises(DataCheckError, match=r"'both_labels_present\[train\]' failed: observed 0 fraud / \d+ genuine"):
+    with pytest.raises(DataCheckError, match=r"'both_labels_present\[raw\]' failed: observed 0 fraud / \d+ genuine"):
         build_training_set(write(genuine, tmp_path, "genuine.parquet"), spec, out, spark=spark)
 
     tight = dataclasses.replace(spec, checks=dataclasses.replace(spec.checks, label_rate_max=0.01))

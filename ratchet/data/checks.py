@@ -47,6 +47,41 @@ class RawStats:
 
 
 @dataclass(frozen=True)
+class QualityStats:
+    """What real transaction feeds get wrong, counted in the same raw aggregation (see quality_columns).
+
+    Counts are over the rows the spec keeps (after filters) unless said otherwise; each
+    `*_example` is one transaction_id showing the problem (None when the count is 0).
+    """
+
+    positives: int = 0  # is_fraud == 1 after filters
+    negatives: int = 0  # is_fraud == 0 after filters
+    duplicate_ids: int = 0  # rows whose transaction_id another row already has (all rows, before filters)
+    future_rows: int = 0  # ts after the run's clock (plus FUTURE_TOLERANCE_S), all rows
+    future_example: str | None = None
+    future_max_ts_micros: int | None = None
+    after_as_of_rows: int = 0  # ts after as_of (when one is known), all rows
+    after_as_of_example: str | None = None
+    label_before_ts: int = 0  # label_available_at < ts (a chargeback before the payment)
+    label_before_ts_example: str | None = None
+    infinite: dict[str, int] = field(default_factory=dict)  # per double column: +inf or -inf
+    infinite_examples: dict[str, str | None] = field(default_factory=dict)
+    min_ts_micros: int | None = None  # earliest transaction after filters
+
+
+@dataclass(frozen=True)
+class QualityColumns:
+    """The columns and reference times quality_columns needs (canonical names)."""
+
+    transaction_id: str
+    ts_micros: Column
+    label_at_micros: Column | None = None  # None when label_available_at is derived (never before ts)
+    double_columns: tuple[str, ...] = ()
+    clock_micros: int | None = None  # the run's clock + tolerance; rows after it are in the future
+    as_of_micros: int | None = None  # end of the as_of day; None: no as_of known before the data is read
+
+
+@dataclass(frozen=True)
 class SplitStats:
     """Statistics of one split (train or test) of the training set (one aggregation for both)."""
 
@@ -85,7 +120,7 @@ def check_null_rate(what: str, column: str, nulls: int, rows: int, max_rate: flo
     rate = nulls / rows if rows else 0.0
     return CheckResult(f"null_rate[{what}.{column}]", rate <= max_rate, round(rate, 6),
                        f"<= {max_rate} (checks.max_null_rate)",
-                       f"{nulls} of {rows} rows have no usable '{column}' (missing or unparseable)")
+                       f"{nulls} of {rows} rows have no usable '{column}' (missing, NaN or unparseable)")
 
 
 def check_label_values(bad: int) -> CheckResult:
@@ -103,6 +138,57 @@ def check_row_count_change(rows: int, previous_rows: int | None, max_change: flo
                        "the raw data grew or shrank a lot since the previous run: is a partition missing?")
 
 
+def check_both_labels_raw(positives: int, negatives: int) -> CheckResult:
+    ok = positives > 0 and negatives > 0
+    which = "fraud (is_fraud = 1)" if positives == 0 else "genuine (is_fraud = 0)"
+    return CheckResult("both_labels_present[raw]", ok, f"{positives} fraud / {negatives} genuine in the whole file",
+                       ">= 1 of each", "" if ok else
+                       f"the whole file (after filters) has no {which} rows, so no window can have both classes: "
+                       "check the label column (dataset.columns.is_fraud or label:) and the export; "
+                       "widening the windows cannot help")
+
+
+def check_duplicates(duplicates: int, rows: int, example: str | None, mode: str) -> CheckResult:
+    ex = f"; e.g. transaction_id {example}" if example else ""
+    if duplicates == 0:
+        return CheckResult("duplicates[transaction_id]", True, "0 rows", "unique transaction_id")
+    if mode == "drop":
+        return CheckResult("duplicates[transaction_id]", True, f"{duplicates} of {rows} rows dropped{ex}",
+                           "unique transaction_id (checks.duplicates: drop keeps the first by ts)",
+                           f"dropped {duplicates} duplicated rows, kept the first of each transaction_id")
+    return CheckResult("duplicates[transaction_id]", False, f"{duplicates} of {rows} rows repeat a transaction_id{ex}",
+                       "unique transaction_id (checks.duplicates: refuse)",
+                       "deduplicate the export, or set checks.duplicates: drop to keep the first row of each "
+                       "transaction_id (by ts)")
+
+
+def check_future(rows: int, example: str | None, latest: str | None, limit: str, what: str, key: str) -> CheckResult:
+    ex = f"; e.g. transaction_id {example} at {latest}" if example else ""
+    return CheckResult(f"future_ts[{what}]", rows == 0, f"{rows} rows with ts after {limit}{ex}",
+                       f"no ts after {limit} ({key})",
+                       "" if rows == 0 else "column 'ts' has transactions in the future: check the timestamp "
+                       "column, its unit and dataset.timestamp_format (or the clock of the export)"
+                       + (", or pass the release date with --as-of / windows.as_of" if what == "as_of" else ""))
+
+
+def check_label_before_ts(bad: int, rows: int, example: str | None, max_rate: float) -> CheckResult:
+    rate = bad / rows if rows else 0.0
+    ex = f"; e.g. transaction_id {example}" if example else ""
+    return CheckResult("label_before_ts", rate <= max_rate, f"{bad} of {rows} rows ({rate:.2%}){ex}",
+                       f"label_available_at >= ts in all but {max_rate} of rows (checks.max_label_before_ts_rate)",
+                       "" if rate <= max_rate else "column 'label_available_at' is before 'ts' (a chargeback before "
+                       "the payment): the merchant fraud rate would see the label early; check the mapping of "
+                       "label_available_at (dataset.columns) and its time zone, or drop it and set "
+                       "dataset.label_delay_days")
+
+
+def check_infinite(column: str, count: int, rows: int, example: str | None) -> CheckResult:
+    ex = f"; e.g. transaction_id {example}" if example else ""
+    return CheckResult(f"infinite[{column}]", count == 0, f"{count} of {rows} rows are +inf or -inf{ex}", "finite values",
+                       "" if count == 0 else f"column '{column}' has infinite values: fix the export, or drop those "
+                       f"rows with a filter ({{column: {column}, op: '<', value: 1.0e300}})")
+
+
 def check_schema(actual: dict[str, str], expected: dict[str, str]) -> CheckResult:
     """Every expected column present with the expected Spark type."""
     wrong = [f"{c}: {actual.get(c, 'missing')} (want {t})" for c, t in expected.items() if actual.get(c) != t]
@@ -118,17 +204,71 @@ def _null(col: str, numeric: bool) -> Column:
     return F.sum(F.when(missing, 1).otherwise(0))
 
 
-def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, ts_micros: Column) -> RawStats:
-    """Row counts, null counts, bad label values and the latest timestamp, in one job."""
+def quality_columns(q: QualityColumns, keep: Column, label: str) -> list[Column]:
+    """The aggregate expressions of QualityStats, added to raw_stats' one job (aliases q_*)."""
+    tid, ts = F.col(q.transaction_id), q.ts_micros
+    aggs = [F.sum(F.when(keep & (F.col(label) == 1), 1).otherwise(0)).alias("q_pos"),
+            F.sum(F.when(keep & (F.col(label) == 0), 1).otherwise(0)).alias("q_neg"),
+            (F.count(tid) - F.count_distinct(tid)).alias("q_dup"),
+            F.min(F.when(keep, ts)).alias("q_min_ts")]
+    if q.clock_micros is not None:
+        fut = ts > F.lit(q.clock_micros)
+        aggs += [F.sum(F.when(fut, 1).otherwise(0)).alias("q_fut"), F.max_by(tid, F.when(fut, ts)).alias("q_fut_ex"),
+                 F.max(F.when(fut, ts)).alias("q_fut_max")]
+    if q.as_of_micros is not None:
+        late = ts > F.lit(q.as_of_micros)
+        aggs += [F.sum(F.when(late, 1).otherwise(0)).alias("q_late"),
+                 F.max_by(tid, F.when(late, ts)).alias("q_late_ex")]
+    if q.label_at_micros is not None:
+        early = keep & (q.label_at_micros < ts)
+        aggs += [F.sum(F.when(early, 1).otherwise(0)).alias("q_early"),
+                 F.max_by(tid, F.when(early, ts)).alias("q_early_ex")]
+    for i, c in enumerate(q.double_columns):
+        inf = keep & F.col(c).isin(float("inf"), float("-inf"))
+        aggs += [F.sum(F.when(inf, 1).otherwise(0)).alias(f"q_inf_{i}"),
+                 F.max_by(tid, F.when(inf, ts)).alias(f"q_inf_ex_{i}")]
+    return aggs
+
+
+def _quality(row: Any, q: QualityColumns) -> QualityStats:
+    def get(name: str) -> Any:
+        return row[name] if name in row.__fields__ else None
+
+    def ex(name: str) -> str | None:
+        v = get(name)
+        return None if v is None else str(v)
+
+    return QualityStats(
+        positives=int(get("q_pos") or 0), negatives=int(get("q_neg") or 0), duplicate_ids=int(get("q_dup") or 0),
+        future_rows=int(get("q_fut") or 0), future_example=ex("q_fut_ex"), future_max_ts_micros=get("q_fut_max"),
+        after_as_of_rows=int(get("q_late") or 0), after_as_of_example=ex("q_late_ex"),
+        label_before_ts=int(get("q_early") or 0), label_before_ts_example=ex("q_early_ex"),
+        infinite={c: int(get(f"q_inf_{i}") or 0) for i, c in enumerate(q.double_columns)},
+        infinite_examples={c: ex(f"q_inf_ex_{i}") for i, c in enumerate(q.double_columns)},
+        min_ts_micros=get("q_min_ts"))
+
+
+def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, ts_micros: Column,
+              quality: QualityColumns | None = None) -> tuple[RawStats, QualityStats] | RawStats:
+    """Row counts, null counts, bad label values and the latest timestamp, in one job.
+
+    With `quality`, the same job also counts what QualityStats holds (labels, duplicated
+    ids, future timestamps, labels before ts, infinities) and a (RawStats, QualityStats)
+    pair is returned. The duplicate count is the one extra cost: an exact count_distinct
+    of transaction_id (Spark expands the rows once for it, no second scan of the file).
+    """
     numeric = {f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float")}
     aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.when(keep, 1).otherwise(0)).alias("rows_filtered"),
             F.sum(F.when(F.col(label).isNotNull() & ~F.col(label).isin(0, 1), 1).otherwise(0)).alias("bad_labels"),
             F.max(F.when(keep, ts_micros)).alias("max_ts")]
     aggs += [_null(c, c in numeric).alias(f"n_{i}") for i, c in enumerate(null_columns)]
+    if quality is not None:
+        aggs += quality_columns(quality, keep, label)
     row = df.agg(*aggs).collect()[0]
-    return RawStats(rows=int(row["rows"] or 0), rows_filtered=int(row["rows_filtered"] or 0),
-                    nulls={c: int(row[f"n_{i}"] or 0) for i, c in enumerate(null_columns)},
-                    bad_labels=int(row["bad_labels"] or 0), max_ts_micros=row["max_ts"])
+    stats = RawStats(rows=int(row["rows"] or 0), rows_filtered=int(row["rows_filtered"] or 0),
+                     nulls={c: int(row[f"n_{i}"] or 0) for i, c in enumerate(null_columns)},
+                     bad_labels=int(row["bad_labels"] or 0), max_ts_micros=row["max_ts"])
+    return stats if quality is None else (stats, _quality(row, quality))
 
 
 def split_stats(df: DataFrame, split_col: str, label: str, null_columns: list[str]) -> dict[str, SplitStats]:
@@ -156,14 +296,44 @@ def evaluate_raw(stats: RawStats, bounds: Checks, schema: dict[str, str], expect
     return results
 
 
-def evaluate_splits(splits: dict[str, SplitStats], bounds: Checks) -> list[CheckResult]:
-    """Checks on the train and test rows, in the order they should fail."""
+def evaluate_quality(q: QualityStats, stats: RawStats, bounds: Checks, *, clock: str | None = None,
+                     as_of: str | None = None, fmt_ts: Any = str) -> list[CheckResult]:
+    """The raw-pass checks of what feeds get wrong, after evaluate_raw's, in the order they should fail.
+
+    `clock` / `as_of` are the limits as text (None: that check was not counted);
+    `fmt_ts` turns microseconds into text for the messages.
+    """
+    results = [check_duplicates(q.duplicate_ids, stats.rows, None, bounds.duplicates)]
+    if clock is not None:
+        results.append(check_future(q.future_rows, q.future_example,
+                                    fmt_ts(q.future_max_ts_micros) if q.future_max_ts_micros is not None else None,
+                                    clock, "clock", "the run's clock"))
+    if as_of is not None and bounds.after_as_of == "refuse":
+        results.append(check_future(q.after_as_of_rows, q.after_as_of_example, None, as_of, "as_of",
+                                    "checks.after_as_of: refuse"))
+    results += [check_infinite(c, n, stats.rows_filtered, q.infinite_examples.get(c)) for c, n in q.infinite.items()]
+    results.append(check_label_before_ts(q.label_before_ts, stats.rows_filtered, q.label_before_ts_example,
+                                         bounds.max_label_before_ts_rate))
+    results.append(check_both_labels_raw(q.positives, q.negatives))
+    return results
+
+
+def evaluate_splits(splits: dict[str, SplitStats], bounds: Checks, context: str = "") -> list[CheckResult]:
+    """Checks on the train and test rows, in the order they should fail.
+
+    `context` (the window dates and the data's date range) is added to the hints of the
+    emptiness checks."""
     train, test = splits.get("train", SplitStats()), splits.get("test", SplitStats())
-    results = [check_non_empty("train", train.rows), check_non_empty("test", test.rows),
+    empty = [check_non_empty(w, s.rows) for w, s in (("train", train), ("test", test))]
+    if context:
+        empty = [r if r.passed else CheckResult(r.name, r.passed, r.observed, r.bound, f"{r.hint}; {context}")
+                 for r in empty]
+    results = [*empty,
                check_min_rows("train", train.rows, bounds.min_rows),
                check_both_labels("train", train.rows, train.positives),
                check_both_labels("test", test.rows, test.positives),
-               check_label_rate("train", train.rows, train.positives, bounds.label_rate_min, bounds.label_rate_max)]
+               check_label_rate("train", train.rows, train.positives, bounds.label_rate_min, bounds.label_rate_max),
+               check_label_rate("test", test.rows, test.positives, bounds.label_rate_min, bounds.label_rate_max)]
     for name, s in (("train", train), ("test", test)):
         results += [check_null_rate(name, c, n, s.rows, bounds.max_null_rate) for c, n in s.nulls.items()]
     return results

@@ -87,11 +87,57 @@ def data_snapshot(tx: Transactions, rows: int) -> dict[str, object]:
     return {"path": tx.path, "rows": int(rows), "content_hash": content_hash(tx.files)}
 
 
+def _family(t: object) -> str:
+    """A Parquet column type up to width and unit (int32 and int64 read alike in Spark)."""
+    import pyarrow.types as pt
+
+    for name, test in (("integer", pt.is_integer), ("floating", pt.is_floating), ("timestamp", pt.is_timestamp),
+                       ("string", lambda x: pt.is_string(x) or pt.is_large_string(x)), ("decimal", pt.is_decimal)):
+        if test(t):
+            return name
+    return str(t)
+
+
+def parquet_schemas(files: tuple[str, ...] | list[str], path: str | Path) -> list[str]:
+    """The column names of a Parquet dataset, after checking that every file agrees on them.
+
+    Reads each file's footer only (no data). Raises RatchetError naming the column, its
+    types and a file with each type when the files disagree on a column's type (Spark
+    would fail mid-job with a stack trace); a column missing from some files is allowed
+    (Spark reads it as null there, and the null-rate check counts it).
+    """
+    import pyarrow.parquet as pq
+
+    seen: dict[str, dict[str, str]] = {}  # column -> type -> first file with it
+    names: list[str] = []
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except Exception as exc:  # ArrowInvalid, OSError, ...
+            raise RatchetError(f"{f}: cannot read the data as parquet (its footer: {str(exc).splitlines()[0][:300]}); "
+                               "remove or re-export that file") from None
+        for field_ in schema:
+            kinds = seen.setdefault(field_.name, {})
+            if field_.name not in names:
+                names.append(field_.name)
+            kinds.setdefault(_family(field_.type), f)
+    for col, kinds in seen.items():
+        if len(kinds) > 1:
+            which = "; ".join(f"{t} in {os.path.basename(f)}" for t, f in kinds.items())
+            raise RatchetError(
+                f"{path}: the Parquet files disagree on the type of column '{col}' ({which}; "
+                f"{len(files)} files in all): re-export them with one type for '{col}', "
+                "or point the dataset path at the files that agree")
+    return names
+
+
 def read_raw(spark: SparkSession, path: str | Path) -> tuple[DataFrame, tuple[str, ...], str]:
     """Read the raw file(s) as they are; returns (frame, files, absolute path)."""
     files, fmt = list_data_files(path)
     target = str(path)
     abs_path = target if any(ch in target for ch in "*?[") else os.path.abspath(target)
+    if fmt == "parquet":
+        parquet_schemas(files, abs_path)
     try:
         if fmt == "csv":
             # Everything as strings: casting is ours, so a bad value becomes a null the
@@ -134,7 +180,7 @@ def _timestamp(col: Column, dtype: T.DataType, fmt: str | None) -> Column:
         x = col.cast("double")
         a = F.abs(x)
         micros = (F.when(a >= 1e17, x / 1e3).when(a >= 1e14, x).when(a >= 1e11, x * 1e3).otherwise(x * 1e6))
-        return F.timestamp_micros(micros.cast("long"))
+        return F.timestamp_micros(micros.try_cast("long"))  # +-inf/NaN/overflow: null, counted by the null check
     raise RatchetError(f"cannot read a column of type {dtype.simpleString()} as a timestamp")
 
 
@@ -268,7 +314,7 @@ def preflight(path: str | Path, spec: DataSpec) -> int | None:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            columns = list(pq.read_schema(files[0]).names)
+            columns = parquet_schemas(files, path)  # every file's footer: types must agree
             rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         else:
             import csv
@@ -277,6 +323,8 @@ def preflight(path: str | Path, spec: DataSpec) -> int | None:
             opener = gzip.open if files[0].endswith(".gz") else open
             with opener(files[0], "rt", newline="") as fh:
                 columns = next(csv.reader(fh), [])
+    except RatchetError:
+        raise
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
         raise RatchetError(f"{path}: cannot read the data as {fmt} ({str(exc).splitlines()[0][:300]})") from None
     resolve_columns(columns, spec, str(path))

@@ -138,7 +138,17 @@ class Checks:
     label_rate_min: float = 0.0005
     label_rate_max: float = 0.2
     max_null_rate: float = 0.01
-    max_row_count_change: float = 0.5  # relative to the previous run; 0.5 = ±50 %
+    max_row_count_change: float = 0.5  # relative to @production's data (else the last passed version); 0.5 = ±50 %
+    duplicates: str = "refuse"  # repeated transaction_id: "refuse", or "drop" (keep the first by ts)
+    after_as_of: str = "allow"  # rows after as_of: "allow" (backtests) or "refuse"; the clock is always checked
+    max_label_before_ts_rate: float = 0.0  # rows whose label_available_at < ts
+
+
+#: Values of checks.duplicates and checks.after_as_of.
+DUPLICATE_MODES = ("refuse", "drop")
+AFTER_AS_OF_MODES = ("allow", "refuse")
+#: A ts up to this long after the run's clock is not "in the future" (clock skew between systems).
+FUTURE_TOLERANCE_S = 86400
 
 
 #: Spark masters the spec accepts: local mode, Spark on Kubernetes, standalone, YARN, Spark Connect.
@@ -350,12 +360,25 @@ def _filters(value: Any) -> Any:
     return value
 
 
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise fail(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+    return check
+
+
 class ChecksFile(SpecSection):
     min_rows: typed(int, nonneg=True) = 1000
     label_rate_min: typed(float, nonneg=True) = 0.0005
     label_rate_max: typed(float, positive=True) = 0.2
     max_null_rate: typed(float, nonneg=True) = 0.01
     max_row_count_change: typed(float, positive=True) = 0.5
+    duplicates: Annotated[str, PlainValidator(_one_of(DUPLICATE_MODES)), WithJsonSchema(
+        {"enum": list(DUPLICATE_MODES)})] = "refuse"
+    after_as_of: Annotated[str, PlainValidator(_one_of(AFTER_AS_OF_MODES)), WithJsonSchema(
+        {"enum": list(AFTER_AS_OF_MODES)})] = "allow"
+    max_label_before_ts_rate: typed(float, nonneg=True) = 0.0
 
     @model_validator(mode="after")
     def _rates(self) -> "ChecksFile":

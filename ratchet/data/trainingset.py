@@ -44,7 +44,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,14 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ratchet.data import columns as C
-from ratchet.data.checks import evaluate_raw, evaluate_splits, raw_stats, run_checks, split_stats
+from ratchet.data.checks import (
+    QualityColumns, check_duplicates, evaluate_quality, evaluate_raw, evaluate_splits, raw_stats, run_checks,
+    split_stats,
+)
 from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
 from ratchet.data.spark import get_spark
 from ratchet.errors import RatchetError
-from ratchet.data.spec import WINDOW_SECONDS, DataSpec, ResolvedWindows, known_features
+from ratchet.data.spec import FUTURE_TOLERANCE_S, WINDOW_SECONDS, DataSpec, ResolvedWindows, known_features
 
 LABEL = "label"
 #: Features that are null by design (see the module docstring); the null-rate check skips them.
@@ -90,6 +93,7 @@ class TrainingSetResult:
     features: list[str]
     checks: list[dict[str, Any]] = field(default_factory=list)
     rows_immature: int = 0  # rows inside a window dropped because their label was not final at as_of
+    rows_duplicate_dropped: int = 0  # repeated transaction_ids dropped (checks.duplicates: drop)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -258,13 +262,15 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
 
 
 def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path, *, as_of: str | None = None,
-                       previous_rows: int | None = None, spark: SparkSession | None = None) -> TrainingSetResult:
+                       previous_rows: int | None = None, spark: SparkSession | None = None,
+                       clock: datetime | None = None) -> TrainingSetResult:
     """Read raw transactions, check them, build point-in-time features, write train/test Parquet.
 
     `as_of` (ISO date) overrides the spec's; when neither is set and the windows are
     derived, the latest transaction's time is used. `previous_rows` is the raw row count
-    of the previous run's data snapshot (``snapshot["rows"]``), for the row-count-change
-    check. Raises DataCheckError (first failed check), MissingColumnError or RatchetError.
+    of the baseline version's data snapshot (``snapshot["rows"]``), for the row-count-change
+    check. `clock` (default: now) is the run's clock: transactions after it are refused.
+    Raises DataCheckError (first failed check), MissingColumnError or RatchetError.
 
     Output: ``out_dir/train.parquet`` and ``out_dir/test.parquet`` (directories of Parquet
     parts, readable by pandas.read_parquet) with transaction_id, ts (naive UTC),
@@ -283,17 +289,44 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
     null_columns = [c for c in C.REQUIRED if c in tx.columns]
     if C.LABEL_AVAILABLE_AT in tx.columns and not tx.label_available_derived:
         null_columns.append(C.LABEL_AVAILABLE_AT)
-    rstats = raw_stats(df, null_columns, keep, C.IS_FRAUD, F.unix_micros(F.col(C.TS)))
+    ts_us = F.unix_micros(F.col(C.TS))
+    now = clock or datetime.now(timezone.utc)
+    as_of_ref = as_of or spec.windows.as_of or (spec.windows.test_end if spec.windows.explicit else None)
+    as_of_end = _as_of_end(as_of_ref)
+    label_at = None if tx.label_available_derived else F.unix_micros(F.col(C.LABEL_AVAILABLE_AT))
+    doubles = tuple(f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float"))
+    quality = QualityColumns(transaction_id=C.TRANSACTION_ID, ts_micros=ts_us, label_at_micros=label_at,
+                             double_columns=doubles, clock_micros=_micros(now) + FUTURE_TOLERANCE_S * _US,
+                             as_of_micros=_micros(as_of_end) if as_of_end is not None else None)
+    rstats, qstats = raw_stats(df, null_columns, keep, C.IS_FRAUD, ts_us, quality=quality)
     expected = {c: CANONICAL_TYPES[c] for c in tx.columns}
     actual = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     results = run_checks(evaluate_raw(rstats, spec.checks, actual, expected, previous_rows))
+    quality_results = evaluate_quality(
+        qstats, rstats, spec.checks, clock=_text(_from_micros(quality.clock_micros)),
+        as_of=_text(as_of_end) if as_of_end is not None else None, fmt_ts=lambda us: _text(_from_micros(us)))
+    dropped = 0
+    if qstats.duplicate_ids:
+        example = _duplicate_example(df)
+        quality_results[0] = check_duplicates(qstats.duplicate_ids, rstats.rows, example, spec.checks.duplicates)
+        if spec.checks.duplicates == "drop":
+            dropped = qstats.duplicate_ids
+            first = Window.partitionBy(C.TRANSACTION_ID).orderBy(C.TS, C.LABEL_AVAILABLE_AT)
+            df = df.withColumn("_n", F.row_number().over(first)).where(
+                F.col(C.TRANSACTION_ID).isNull() | (F.col("_n") == 1)).drop("_n")
+            print(f"[ratchet] checks.duplicates: drop: dropped {dropped:,} of {rstats.rows:,} rows that repeat a "
+                  f"transaction_id (kept the first by ts)", flush=True)
+    results += run_checks(quality_results)
     snapshot = data_snapshot(tx, rstats.rows)
 
     latest = _from_micros(rstats.max_ts_micros) if rstats.max_ts_micros is not None else None
+    earliest = _from_micros(qstats.min_ts_micros) if qstats.min_ts_micros is not None else None
     try:
         windows = spec.windows.resolve(latest_ts=latest, as_of=as_of)
     except ValueError as exc:
         raise RatchetError(f"cannot resolve the train/test windows: {exc}") from None
+    context = _window_context(windows, earliest, latest)
+    _check_windows_overlap(windows, earliest, latest, context, spec, as_of)
 
     # 2. features over all (filtered) history, then the two windows of mature rows
     feat = add_features(df.where(keep), features, start=min(windows.train_start, windows.test_start),
@@ -314,9 +347,11 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     parts = out / "_parts"
     rows.write.mode("overwrite").partitionBy("split").parquet(str(parts))
-    written = spark.read.parquet(str(parts))
     null_cols = [f for f in features if f not in NULLABLE_FEATURES]
-    splits = split_stats(written, "split", LABEL, null_cols)
+    if any(parts.rglob("*.parquet")):
+        splits = split_stats(spark.read.parquet(str(parts)), "split", LABEL, null_cols)
+    else:  # no row in either window: reading the empty folder would fail to infer a schema
+        splits = {}
     immature = splits.get("immature")
     paths = {}
     for name in ("train", "test"):
@@ -330,14 +365,69 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
             target.mkdir()
         paths[name] = str(target.resolve())
     shutil.rmtree(parts, ignore_errors=True)
-    results += run_checks(evaluate_splits(splits, spec.checks))
+    results += run_checks(evaluate_splits(splits, spec.checks, context))
 
     return TrainingSetResult(
         train_path=paths["train"], test_path=paths["test"],
-        rows_train=splits["train"].rows, rows_test=splits["test"].rows,
+        rows_train=splits["train"].rows, rows_test=splits["test"].rows, rows_duplicate_dropped=dropped,
         windows=windows, snapshot=snapshot, features=features,
         checks=[r.to_dict() for r in results], rows_immature=immature.rows if immature else 0,
     )
+
+
+def _text(dt: datetime) -> str:
+    return dt.isoformat(sep=" ", timespec="seconds")
+
+
+def _as_of_end(as_of: str | None) -> datetime | None:
+    """The last instant of the as_of day (a date means the whole day), or None."""
+    if not as_of:
+        return None
+    dt = datetime.fromisoformat(str(as_of))
+    if dt.tzinfo:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    if len(str(as_of)) <= 10 or dt == datetime(dt.year, dt.month, dt.day):
+        dt = dt + timedelta(days=1) - timedelta(microseconds=1)
+    return dt
+
+
+def _duplicate_example(df: DataFrame) -> str | None:
+    """One repeated transaction_id (a small job, run only when the count says there are some)."""
+    row = (df.where(F.col(C.TRANSACTION_ID).isNotNull()).groupBy(C.TRANSACTION_ID).count()
+           .where(F.col("count") > 1).limit(1).collect())
+    return f"{row[0][C.TRANSACTION_ID]} ({row[0]['count']} rows)" if row else None
+
+
+def _window_context(w: ResolvedWindows, earliest: datetime | None, latest: datetime | None) -> str:
+    span = (f"the data (after filters) spans {earliest.date()} to {latest.date()}" if earliest and latest
+            else "the data has no rows after filters")
+    return (f"step training_set: train window {w.train_start.date()} to {w.train_end.date()}, test window "
+            f"{w.test_start.date()} to {w.test_end.date()}, as_of {w.as_of.date()}; {span}")
+
+
+def _check_windows_overlap(w: ResolvedWindows, earliest: datetime | None, latest: datetime | None, context: str,
+                           spec: DataSpec, as_of: str | None) -> None:
+    """Refuse windows that lie entirely outside the data, before any feature is built."""
+    if earliest is None or latest is None:
+        return  # non_empty[after_filters] already failed
+    outside = [name for name, lo, hi in (("train", w.train_start, w.train_end), ("test", w.test_start, w.test_end))
+               if hi <= earliest or lo > latest]
+    if not outside:
+        return
+    sw = spec.windows
+    if sw.explicit:
+        fix = "set the explicit windows (windows.train_start .. test_end) inside the data's range"
+    else:
+        back = sw.maturity_days + sw.test_days + sw.gap_days + sw.train_days
+        lo, hi = earliest + timedelta(days=back), latest + timedelta(days=sw.maturity_days)
+        source = "--as-of" if as_of else ("windows.as_of" if sw.as_of else "the latest transaction")
+        if lo.date() <= hi.date():
+            fix = (f"as_of came from {source}; choose --as-of (or windows.as_of) between {lo.date()} and {hi.date()} "
+                   "so that both windows fall inside the data")
+        else:
+            fix = (f"the windows need {back} days of data (maturity_days + test_days + gap_days + train_days) but "
+                   f"the data covers {(latest - earliest).days} days: lower those, or give more history")
+    raise RatchetError(f"the {' and '.join(outside)} window holds no data: {context}. {fix}")
 
 
 def build_recent_traffic(raw_path: str | Path, spec: DataSpec, out_path: str | Path, *, start: datetime,

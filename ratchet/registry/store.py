@@ -139,12 +139,24 @@ class Registry:
         self._version(version)
         return mlflow.xgboost.load_model(f"models:/{self.model_name}/{version}")
 
+    def baseline_version(self) -> int | None:
+        """The version whose data is the row-count baseline: @production, else the newest
+        version that passed the gate (tag verdict=passed); never a rejected one, so
+        rejected releases cannot walk the baseline down. None when there is neither."""
+        production = self.alias_version("production")
+        if production is not None:
+            return production
+        found = self.client.search_model_versions(f"name='{self.model_name}' and tags.verdict='passed'")
+        passed = sorted(int(mv.version) for mv in found if (mv.tags or {}).get("state") != "rejected")
+        return passed[-1] if passed else None
+
     def previous_rows(self) -> int | None:
-        """Raw data rows of the newest registered version (its snapshot), for the row-count check."""
-        versions = self.versions()
-        if not versions:
+        """Raw data rows of the baseline version's snapshot (see baseline_version), for the
+        row-count check; None when there is no baseline or it has no data_rows tag."""
+        version = self.baseline_version()
+        if version is None:
             return None
-        rows = self.tags(versions[-1]).get("data_rows")
+        rows = self.tags(version).get("data_rows")
         return int(rows) if rows else None
 
     def _version(self, version: int):

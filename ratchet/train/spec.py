@@ -9,6 +9,7 @@ ratchet.data.spec) checked by ratchet.yamlfile.validate.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -85,11 +86,47 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+#: Every parameter XGBoost's Booster accepts (XGBoost 3.x, "XGBoost Parameters" in its
+#: docs: doc/parameter.rst): the general, tree-booster, DART, linear-booster and
+#: learning-task parameters, with their aliases. XGBoost exposes no list of them (a
+#: booster's save_config() holds only the ones in use), so it is written down here; a key
+#: outside it is a typo (max_dpth) that XGBoost would ignore with a warning, and the spec
+#: refuses it naming the closest known name. tests/test_bad_data.py checks that every
+#: parameter in a trained booster's configuration is in this list.
+XGBOOST_PARAMS: frozenset[str] = frozenset({
+    # general
+    "booster", "device", "verbosity", "validate_parameters", "nthread", "n_jobs", "disable_default_eval_metric",
+    "fail_on_invalid_gpu_id",
+    # tree booster
+    "eta", "learning_rate", "gamma", "min_split_loss", "max_depth", "min_child_weight", "max_delta_step",
+    "subsample", "sampling_method", "colsample_bytree", "colsample_bylevel", "colsample_bynode", "lambda",
+    "reg_lambda", "alpha", "reg_alpha", "tree_method", "scale_pos_weight", "updater", "refresh_leaf",
+    "process_type", "grow_policy", "max_leaves", "max_bin", "num_parallel_tree", "monotone_constraints",
+    "interaction_constraints", "multi_strategy", "max_cached_hist_node", "extmem_single_page",
+    "max_cat_to_onehot", "max_cat_threshold", "sparse_threshold",
+    # DART booster
+    "sample_type", "normalize_type", "rate_drop", "one_drop", "skip_drop",
+    # linear booster
+    "feature_selector", "top_k",
+    # learning task
+    "objective", "base_score", "eval_metric", "seed", "random_state", "seed_per_iteration", "num_class",
+    "tweedie_variance_power", "huber_slope", "quantile_alpha", "aft_loss_distribution",
+    "aft_loss_distribution_scale", "lambdarank_pair_method", "lambdarank_num_pair_per_sample",
+    "lambdarank_normalization", "lambdarank_score_normalization", "lambdarank_unbiased", "lambdarank_bias_norm",
+    "ndcg_exp_gain", "num_feature", "num_target", "boost_from_average",
+})
+
+
 # ---- the file ------------------------------------------------------------------------
 def _params(value: Any) -> dict[str, Any]:
     params = value or {}
     if not isinstance(params, dict):
         raise fail("expected a mapping of XGBoost parameters")
+    for k in params:
+        if k not in XGBOOST_PARAMS:
+            close = difflib.get_close_matches(str(k), sorted(XGBOOST_PARAMS), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "see XGBoost's parameter list (doc/parameter.rst)"
+            raise fail(f"unknown XGBoost parameter {k!r}: {hint}", k)
     if params.get("tree_method", "hist") != "hist":
         raise fail("ratchet trains with tree_method: hist only", "tree_method")
     for k in ("max_depth", "eta", "subsample", "colsample_bytree", "min_child_weight", "scale_pos_weight"):
@@ -102,11 +139,12 @@ _NONNEG = {"type": "number", "minimum": 0}
 
 
 class XGBoostFile(SpecSection):
-    # Any other key is passed to XGBoost as it is (not checked here).
+    # Other keys of XGBOOST_PARAMS are passed to XGBoost as they are; any other key is refused.
     params: Annotated[dict[str, Any], PlainValidator(_params), WithJsonSchema({
         "type": "object", "properties": {
             "tree_method": {"const": "hist"}, "max_depth": _NONNEG, "eta": _NONNEG, "subsample": _NONNEG,
-            "colsample_bytree": _NONNEG, "min_child_weight": _NONNEG, "scale_pos_weight": _NONNEG}})] = {}
+            "colsample_bytree": _NONNEG, "min_child_weight": _NONNEG, "scale_pos_weight": _NONNEG},
+        "propertyNames": {"enum": sorted(XGBOOST_PARAMS)}})] = {}
     num_boost_round: typed(int, positive=True) = 200
     distributed: typed(bool) = False
 

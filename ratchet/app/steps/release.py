@@ -80,6 +80,32 @@ def check_release_preconditions(tracking_uri: str, model_name: str, bootstrap: b
     return production
 
 
+#: Spark error classes that mean the user's data (not ratchet) is wrong.
+SPARK_DATA_ERRORS: tuple[str, ...] = (
+    "CAST_OVERFLOW", "CAST_INVALID_INPUT", "UNABLE_TO_INFER_SCHEMA", "FAILED_READ_FILE", "DATETIME_OVERFLOW",
+    "ARITHMETIC_OVERFLOW", "PARQUET_COLUMN_DATA_TYPE_MISMATCH", "Parquet column cannot be converted",
+)
+
+
+def _spark_data_error(exc: BaseException, data_path: str, report_dir: str) -> RatchetError | None:
+    """A RatchetError (exit 2) for a Spark failure caused by the data, or None for any other.
+
+    The Java stack trace goes to report_dir/training_set-spark-error.log, never into the
+    message; the message names the step, the error class, the data and that file.
+    """
+    text = str(exc)
+    kind = next((k for k in SPARK_DATA_ERRORS if k in text), None)
+    if kind is None:
+        return None
+    log = Path(report_dir) / "training_set-spark-error.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"{type(exc).__name__}: {text}\n\n{traceback.format_exc()}")
+    first = text.strip().splitlines()[0][:300] if text.strip() else kind
+    return RatchetError(f"step training_set: Spark could not process {data_path} ({kind}: {first}); this comes from "
+                        f"the data: check its columns and values (dataset.columns, timestamp_format, filters). "
+                        f"Full error: {log}")
+
+
 def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str, tracking_uri: str,
                       model_name: str, out_dir: str, report_dir: str) -> dict[str, Any]:
     """Spark training set + data checks; writes train/test Parquet and trainingset.json."""
@@ -90,9 +116,18 @@ def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str
         from ratchet.train.spec import parse_spec
 
         spec = parse_spec(spec_yaml, spec_name)
+        # the row-count baseline: @production's data, else the last version that passed the gate
         previous = Registry(tracking_uri, model_name).previous_rows()
-        result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous,
-                                    spark=spark_for(spec.spark, "ratchet-training-set"))
+        try:
+            result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous,
+                                        spark=spark_for(spec.spark, "ratchet-training-set"))
+        except RatchetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - only Spark's errors about the user's data are turned
+            user = _spark_data_error(exc, data_path, report_dir)
+            if user is None:
+                raise
+            raise user from None
         summary = result.to_dict()
         Path(out_dir, "trainingset.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
