@@ -285,3 +285,28 @@ def test_spark_errors_about_the_data_are_ratchet_errors_with_the_trace_in_a_log(
     assert "org.apache" not in msg and str(tmp_path / "training_set-spark-error.log") in msg
     assert spark_text.splitlines()[-1] in (tmp_path / "training_set-spark-error.log").read_text()
     assert _spark_data_error(RuntimeError("NullPointerException in ratchet's own code"), "/d", str(tmp_path)) is None
+
+
+# --- end to end: ratchet pipeline run -------------------------------------------------------------
+
+def test_pipeline_run_refuses_duplicated_transactions_with_exit_2_and_registers_nothing(tmp_path):
+    import json
+
+    from ratchet.data.synth import SynthConfig, write_transactions
+    from ratchet.registry import Registry
+    from tests.test_release_e2e import ROOT, ratchet
+
+    data = write_transactions(SynthConfig(rows=20_000, seed=3, days=365), tmp_path / "tx.parquet", progress=False)
+    df = pd.read_parquet(data)
+    dup = tmp_path / "dup.parquet"
+    pd.concat([df, df.iloc[::5]], ignore_index=True).to_parquet(dup, index=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = ratchet("pipeline", "run", "--local", "--data", str(dup), "--spec", str(ROOT / "specs/fraud.yaml"),
+                  "--contract", str(ROOT / "contracts/fraud.yaml"), "--tracking-uri", uri, "--workdir",
+                  str(tmp_path / "runs"), "--format", "json", "--bootstrap", "--as-of", "2025-12-31", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    j = json.loads(out.stdout)
+    assert j["failed_step"] == "training_set" and "duplicates[transaction_id]" in j["error"]
+    assert "4000 of 24000 rows repeat a transaction_id" in j["error"] and "checks.duplicates: drop" in j["error"]
+    reg = Registry(uri, "fraud")
+    assert reg.versions() == [] and reg.alias_version("production") is None
