@@ -11,7 +11,7 @@ rows), never one job per check. `run_checks` raises DataCheckError on the first 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -163,7 +163,7 @@ def check_duplicates(duplicates: int, rows: int, example: str | None, mode: str)
 
 
 def check_future(rows: int, example: str | None, latest: str | None, limit: str, what: str, key: str) -> CheckResult:
-    ex = f"; e.g. transaction_id {example} at {latest}" if example else ""
+    ex = (f"; e.g. transaction_id {example}" if example else "") + (f"; the latest ts is {latest}" if latest else "")
     return CheckResult(f"future_ts[{what}]", rows == 0, f"{rows} rows with ts after {limit}{ex}",
                        f"no ts after {limit} ({key})",
                        "" if rows == 0 else "column 'ts' has transactions in the future: check the timestamp "
@@ -213,21 +213,45 @@ def quality_columns(q: QualityColumns, keep: Column, label: str) -> list[Column]
             F.min(F.when(keep, ts)).alias("q_min_ts")]
     if q.clock_micros is not None:
         fut = ts > F.lit(q.clock_micros)
-        aggs += [F.sum(F.when(fut, 1).otherwise(0)).alias("q_fut"), F.max_by(tid, F.when(fut, ts)).alias("q_fut_ex"),
-                 F.max(F.when(fut, ts)).alias("q_fut_max")]
+        aggs += [F.sum(F.when(fut, 1).otherwise(0)).alias("q_fut"), F.max(F.when(fut, ts)).alias("q_fut_max")]
     if q.as_of_micros is not None:
         late = ts > F.lit(q.as_of_micros)
-        aggs += [F.sum(F.when(late, 1).otherwise(0)).alias("q_late"),
-                 F.max_by(tid, F.when(late, ts)).alias("q_late_ex")]
+        aggs.append(F.sum(F.when(late, 1).otherwise(0)).alias("q_late"))
     if q.label_at_micros is not None:
         early = keep & (q.label_at_micros < ts)
-        aggs += [F.sum(F.when(early, 1).otherwise(0)).alias("q_early"),
-                 F.max_by(tid, F.when(early, ts)).alias("q_early_ex")]
+        aggs.append(F.sum(F.when(early, 1).otherwise(0)).alias("q_early"))
     for i, c in enumerate(q.double_columns):
         inf = keep & F.col(c).isin(float("inf"), float("-inf"))
-        aggs += [F.sum(F.when(inf, 1).otherwise(0)).alias(f"q_inf_{i}"),
-                 F.max_by(tid, F.when(inf, ts)).alias(f"q_inf_ex_{i}")]
+        aggs.append(F.sum(F.when(inf, 1).otherwise(0)).alias(f"q_inf_{i}"))
     return aggs
+
+
+def _conditions(q: QualityColumns, keep: Column) -> dict[str, Column]:
+    conds: dict[str, Column] = {}
+    if q.clock_micros is not None:
+        conds["future"] = q.ts_micros > F.lit(q.clock_micros)
+    if q.as_of_micros is not None:
+        conds["after_as_of"] = q.ts_micros > F.lit(q.as_of_micros)
+    if q.label_at_micros is not None:
+        conds["label_before_ts"] = keep & (q.label_at_micros < q.ts_micros)
+    for c in q.double_columns:
+        conds[f"inf:{c}"] = keep & F.col(c).isin(float("inf"), float("-inf"))
+    return conds
+
+
+def with_examples(df: DataFrame, q: QualityColumns, stats: QualityStats, keep: Column) -> QualityStats:
+    """`stats` with one example transaction_id per problem found: a `limit(1)` job per
+    non-zero count, so a clean file pays nothing for examples."""
+    counts = {"future": stats.future_rows, "after_as_of": stats.after_as_of_rows,
+              "label_before_ts": stats.label_before_ts, **{f"inf:{c}": n for c, n in stats.infinite.items()}}
+    found: dict[str, str | None] = {}
+    for key, cond in _conditions(q, keep).items():
+        if counts.get(key):
+            row = df.where(cond).select(q.transaction_id).limit(1).collect()
+            found[key] = str(row[0][0]) if row else None
+    return replace(stats, future_example=found.get("future"), after_as_of_example=found.get("after_as_of"),
+                   label_before_ts_example=found.get("label_before_ts"),
+                   infinite_examples={c: found.get(f"inf:{c}") for c in stats.infinite})
 
 
 def _quality(row: Any, q: QualityColumns) -> QualityStats:
@@ -253,9 +277,10 @@ def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, 
     """Row counts, null counts, bad label values and the latest timestamp, in one job.
 
     With `quality`, the same job also counts what QualityStats holds (labels, duplicated
-    ids, future timestamps, labels before ts, infinities) and a (RawStats, QualityStats)
-    pair is returned. The duplicate count is the one extra cost: an exact count_distinct
-    of transaction_id (Spark expands the rows once for it, no second scan of the file).
+    ids, future timestamps, labels before ts, infinities: conditional sums) and a
+    (RawStats, QualityStats) pair is returned, without examples (see with_examples). The
+    duplicate count is the main extra cost: an exact count_distinct of transaction_id
+    (Spark expands the rows once for it; no second scan of the file).
     """
     numeric = {f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float")}
     aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.when(keep, 1).otherwise(0)).alias("rows_filtered"),

@@ -54,7 +54,7 @@ from pyspark.sql import functions as F
 from ratchet.data import columns as C
 from ratchet.data.checks import (
     QualityColumns, check_duplicates, evaluate_quality, evaluate_raw, evaluate_splits, raw_stats, run_checks,
-    split_stats,
+    split_stats, with_examples,
 )
 from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
 from ratchet.data.spark import get_spark
@@ -299,6 +299,7 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
                              double_columns=doubles, clock_micros=_micros(now) + FUTURE_TOLERANCE_S * _US,
                              as_of_micros=_micros(as_of_end) if as_of_end is not None else None)
     rstats, qstats = raw_stats(df, null_columns, keep, C.IS_FRAUD, ts_us, quality=quality)
+    qstats = with_examples(df, quality, qstats, keep)  # a limit(1) job per problem found; none on clean data
     expected = {c: CANONICAL_TYPES[c] for c in tx.columns}
     actual = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     results = run_checks(evaluate_raw(rstats, spec.checks, actual, expected, previous_rows))
