@@ -11,13 +11,15 @@ dot-name and renamed, so readers never see half a file (Spark and pandas skip na
 starting with '.' or '_'). Rows stay in memory until their file is committed: a failed
 write loses nothing and is retried. close() writes what is left.
 
-The journal (local folders only): append() first writes the row, as one framed msgpack
-record (length, crc32, payload; ~5 us), with one os.write into the calling thread's
-journal segment `.journal-<instance>-<lane>-<n>` in the log folder, then queues it. The
-service appends before it answers, so once a decision's answer is sent its row is in the
-OS's page cache, which outlives the process: a kill -9 leaves every answered decision in
-a committed file or in the journal. Each appending thread has its own lane (no lock is
-shared between the request thread and the shadow thread) with its own sequence numbers;
+The journal (local folders only): append(row, journal_now=True) first writes the row, as
+one framed msgpack record (length, crc32, payload; ~5-10 us), with one os.write into the
+calling thread's journal segment `.journal-<instance>-<lane>-<n>` in the log folder, then
+queues it. The service does so for each decision before it answers, so once an answer is
+sent its row is in the OS's page cache, which outlives the process: a kill -9 leaves every
+answered decision in a committed file or in the journal. Rows appended without journal_now
+(shadow rows: nobody waits for them) are journaled by the writer at its next drain, in one
+write per drain. Each appending thread has its own lane (no lock is shared between the
+request thread and the others), the writer one more, each with its own sequence numbers;
 rows of one lane reach the files in sequence order, so each committed file records in its
 Parquet footer (`ratchet.journal`) the highest sequence committed so far per lane, which
 makes the file's rename the commit point of its journal records too. Segments whose
@@ -34,7 +36,7 @@ written twice.
 
     >>> log = DecisionLog("decisions/", metrics); log.start()
     >>> log.append(DecisionRow(request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1,
-    ...                        req, names))
+    ...                        req, names), journal_now=True)   # in the journal when it returns
     >>> log.close()   # flushes
     >>> pandas.read_parquet("decisions/")
 """
@@ -80,6 +82,7 @@ _MARKS = ("_lane", "_seq")
 JOURNAL_KEY = b"ratchet.journal"
 #: a journal record's frame: payload length, crc32 of the payload
 _FRAME = struct.Struct("<II")
+_LATER = -2   # a queued row's lane until the writer journals it (append without journal_now)
 _NSCALAR = len(SCALAR_COLUMNS)
 _SEGMENT = re.compile(r"^\.journal-([0-9a-f]+)-(\d+)-(\d+)$")
 _LOCK = re.compile(r"^\.journal-([0-9a-f]+)\.lock$")
@@ -120,6 +123,12 @@ def _batch(rows: list[DecisionRow]) -> pa.RecordBatch:
     arrays = [ts if name == "ts" else pa.array(col[name], SCHEMA.field(name).type) for name in SCALAR_COLUMNS] \
         + [pa.array(k, pa.string()) for k in keys] + [features]
     return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+def _frame(seq: int, row: DecisionRow, nid: int, values: tuple | None) -> bytes:
+    """One journal record: [seq, scalars, slice keys, feature-name id, feature values], framed."""
+    payload = _encode((seq, row[:_NSCALAR], _slice_keys(row.request), nid, values))
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def _marked(batch: pa.RecordBatch, lanes: Any, seqs: Any) -> pa.RecordBatch:
@@ -235,6 +244,7 @@ class DecisionLog:
         self.journal_segment_bytes = max(1, journal_segment_bytes)
         self._tls = threading.local()
         self._lanes: list[_Lane] = []
+        self._drain_lane: _Lane | None = None   # the writer's lane: rows appended without journal_now
         self._lanes_lock = threading.Lock()   # taken only when a thread appends for the first time
         self._lock_fd = -1                    # flock held on .journal-<instance>.lock while alive
         self._closed_segments: collections.deque[tuple[int, int, str]] = collections.deque()  # (lane, last seq, path)
@@ -258,18 +268,23 @@ class DecisionLog:
             })
 
     # ---- request path ----------------------------------------------------------------
-    def append(self, row: DecisionRow) -> None:
-        """Journal the row (one os.write, when journaling), then queue it for the writer.
+    def append(self, row: DecisionRow, *, journal_now: bool = False) -> None:
+        """Queue the row for the writer; with `journal_now`, write it to the journal first.
 
-        Returns once the row is in the OS's page cache: an answer sent after append() can
-        no longer be lost by the process dying. A journal write that fails is counted
-        (journal_errors) and the row is still queued: the decision is answered, logged in
-        memory only."""
+        journal_now=True (the service, for each decision it answers): one os.write into the
+        calling thread's lane, so append() returns once the row is in the OS's page cache and
+        an answer sent after it can no longer be lost by the process dying. Otherwise (shadow
+        rows, which nobody waits for) the writer journals the row at its next drain, in one
+        write with the others. A journal write that fails is counted (journal_errors) and the
+        row is still queued: the decision is answered, logged in memory only."""
         if len(self._queue) >= self.max_buffered_rows:
             self.dropped += 1  # the writer is far behind (storage down): shed, count, never block
             return
         if not self.journaling:
             self._queue.append((row, -1, 0))
+            return
+        if not journal_now:
+            self._queue.append((row, _LATER, 0))
             return
         lane = getattr(self._tls, "lane", None)
         if lane is None:
@@ -287,8 +302,7 @@ class DecisionLog:
                 return
             nid, values = known[0], known[1](row.request)
         seq = lane.seq + 1
-        payload = _encode((seq, row[:_NSCALAR], _slice_keys(row.request), nid, values))
-        if not self._write(lane, _FRAME.pack(len(payload), zlib.crc32(payload)) + payload):
+        if not self._write(lane, _frame(seq, row, nid, values)):
             self._queue.append((row, -1, 0))
             return
         lane.seq = seq
@@ -309,14 +323,51 @@ class DecisionLog:
         lane.bytes += len(buf)
         return True
 
-    def _new_lane(self) -> _Lane:
+    def _new_lane(self, mine: bool = True) -> _Lane:
         with self._lanes_lock:
             if self._lock_fd < 0:
                 self._take_instance_lock()
             lane = _Lane(len(self._lanes))
             self._lanes.append(lane)
-        self._tls.lane = lane
+        if mine:
+            self._tls.lane = lane
         return lane
+
+    def _journal_later_rows(self, items: list[tuple[DecisionRow, int, int]]) -> list[tuple[DecisionRow, int, int]]:
+        """The drain's part of the journal: rows queued without journal_now go into the writer's
+        own lane (used under self._lock only, so its sequence follows the queue's order), in one write."""
+        later = [i for i, it in enumerate(items) if it[1] == _LATER]
+        if not later:
+            return items
+        items = list(items)
+        lane = self._drain_lane
+        if lane is None and self.journaling:
+            lane = self._drain_lane = self._new_lane(mine=False)
+        if lane is None or (lane.fd < 0 and not self._open_segment(lane)):
+            for i in later:
+                items[i] = (items[i][0], -1, 0)
+            return items
+        frames, seq = [], lane.seq
+        for i in later:
+            row = items[i][0]
+            names = row.feature_names
+            nid, values = -1, None
+            if names is not None:
+                known = lane.names.get(id(names)) or self._define_names(lane, names)
+                if known is None:   # the segment failed: these rows stay in memory only
+                    seq = lane.seq
+                    break
+                nid, values = known[0], known[1](row.request)
+            seq += 1
+            frames.append(_frame(seq, row, nid, values))
+        ok = len(frames) == len(later) and self._write(lane, b"".join(frames))
+        for k, i in enumerate(later):
+            items[i] = (items[i][0], lane.index, lane.seq + 1 + k) if ok else (items[i][0], -1, 0)
+        if ok:
+            lane.seq = seq
+            if lane.bytes >= self.journal_segment_bytes:
+                self._close_segment(lane)
+        return items
 
     def _take_instance_lock(self) -> None:
         """Lock .journal-<instance>.lock for this process's life. Locked under a temporary name
@@ -391,7 +442,7 @@ class DecisionLog:
         n = len(q)
         if not n:
             return
-        items = [q.popleft() for _ in range(n)]
+        items = self._journal_later_rows([q.popleft() for _ in range(n)])
         if self._file_started is None:
             self._file_started = items[0][0].ts
         # small batches with a GIL hand-over between them: the request thread waits at most one

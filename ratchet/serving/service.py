@@ -189,7 +189,7 @@ class Service:
             # journaled (one os.write) before this returns, so before the answer is sent: a
             # decision that was answered survives a kill -9 (decision_log's journal)
             self.log.append(DecisionRow(rid, time.time(), role, model.version, score, threshold, decision, "ok", None,
-                                        latency_ms, snap.generation, req, model.features))
+                                        latency_ms, snap.generation, req, model.features), journal_now=True)
         if snap.shadow is not None and self.shadow is not None:
             self.shadow.submit(ShadowItem(snap.shadow, rid, time.monotonic(), req, role, decision, snap.generation))
         return 200, {"decision": decision, "score": score, "threshold": threshold, "model_version": model.version,
