@@ -12,55 +12,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
-from tests.test_serving import _free_port, _train, tx
+from tests.test_serving import ServiceProcess, _train, tx
 
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-class Service:
-    """A `python -m ratchet.serving` process on a given decision-log folder."""
-
-    def __init__(self, tmp: Path, name: str, log_dir: Path, uri: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.out = tmp / f"{name}.out"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ratchet.serving", "--port", str(self.port), "--decision-log", str(log_dir),
-             "--log-rotate-rows", "500", "--log-rotate-seconds", "1", "--production", "1", "--canary", "2",
-             "--canary-weight", "30", "--shadow", "2"],
-            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": uri},
-            stdout=self.out.open("wb"), stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"service exited {self.proc.returncode}:\n{self.out.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"service not ready after {timeout}s:\n{self.out.read_text()[-3000:]}")
-
-    def metric(self, name: str) -> float:
-        for line in httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"no metric {name}")
 
 
 def _load(url: str, answered: list[tuple[str, str]], stop: threading.Event, seed: int) -> None:
@@ -104,7 +66,8 @@ def test_kill_9_under_load_then_restart_logs_every_answered_decision_once(tmp_pa
     reg.set_stage(1, "production", actor="test", reason="bootstrap")
     log_dir = tmp_path / "decisions"
 
-    first = Service(tmp_path, "first", log_dir, uri)
+    args = ["--production", "1", "--canary", "2", "--canary-weight", "30", "--shadow", "2"]
+    first = ServiceProcess(tmp_path, "first", args, {"MLFLOW_TRACKING_URI": uri}, log_dir=log_dir)
     first.wait_ready()
     answered_first: list[tuple[str, str]] = []
     _run_load(first.url, answered_first, 2.5, then=lambda: os.kill(first.proc.pid, signal.SIGKILL))
@@ -123,7 +86,7 @@ def test_kill_9_under_load_then_restart_logs_every_answered_decision_once(tmp_pa
     assert lost_without_journal, "the kill found everything committed: nothing was tested"
     assert journal
 
-    second = Service(tmp_path, "second", log_dir, uri)
+    second = ServiceProcess(tmp_path, "second", args, {"MLFLOW_TRACKING_URI": uri}, log_dir=log_dir)
     second.wait_ready()
     answered_second: list[tuple[str, str]] = []
     _run_load(second.url, answered_second, 1.0)

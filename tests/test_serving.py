@@ -41,10 +41,11 @@ def _free_port() -> int:
 class ServiceProcess:
     """A `python -m ratchet.serving` subprocess on a free port; records every 200 decision's id."""
 
-    def __init__(self, tmp: Path, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, name: str, args: list[str], env: dict[str, str],
+                 log_dir: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_dir = tmp / f"{name}-decisions"
+        self.log_dir = log_dir or tmp / f"{name}-decisions"
         self.out = tmp / f"{name}.out"
         self.decided: list[str] = []
         self._lock = threading.Lock()
