@@ -269,7 +269,7 @@ class Registry:
             if move.remove:
                 self.remove_alias(move.stage, move.version)
             else:
-                self.client.set_registered_model_alias(self.model_name, move.stage, str(move.version))
+                self.set_alias(move.stage, move.version)
         for version, tags in change.tags:
             self.set_tags(version, tags)
         for t in change.transitions:
