@@ -316,3 +316,29 @@ def test_controller_flags_build_the_local_backend(tmp_path):
     assert b.state_dir == tmp_path.resolve() and b.serve.decision_log == str(tmp_path / "d")
     argv = b.serve_argv()
     assert argv[argv.index("--port") + 1] == "9999" and "--production" not in argv  # no history: @production
+
+
+def test_read_waits_for_a_service_still_loading_its_models(env, tmp_path):
+    """A (re)started service answers /healthz before its models are loaded (and /v1/decide with
+    503 meanwhile): read() waits for /readyz instead of failing the controller's pass."""
+    from tests.test_serving import ServiceProcess
+
+    svc = ServiceProcess(tmp_path, "starting", ["--tracking-uri", env["uri"], "--model-name", "fraud",
+                                                "--production", "1"], {})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if svc.client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        loading = svc.client.get("/readyz").status_code == 503
+        fact = LocalProcessBackend(svc.url, tmp_path).read()
+        assert fact.production == 1 and fact.generation == 1
+        assert svc.client.get("/readyz").status_code == 200
+        if not loading:
+            pytest.skip("the service was ready before read() was called: the wait was not exercised")
+    finally:
+        svc.stop()

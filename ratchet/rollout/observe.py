@@ -156,8 +156,9 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
     def observe(fact: DeploymentState, windows: dict[str, datetime | None]) -> Observations:
         log = once_per_payment(tail.frame())
         if not len(log):
-            return Observations(per=per)
+            return Observations(per=per, served_from=_nothing_served(fact, log))
         cw, sw = since(log, windows.get("canary")), since(log, windows.get("shadow"))
+        cw, served_from = serving_window(cw, sw, fact)
         canary = observe_decisions(cw, per=per, cohort=cohort)
         shadow = observe_decisions(sw, per=per)
         canary_cards = observe_decisions(per_card(cw, keys), per=per, cohort=cohort)
@@ -174,9 +175,55 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
         blocks = {k: v for k, v in (("canary", canary_cards.block_counts.get("canary")),
                                     ("shadow", shadow_cards.block_counts.get("shadow"))) if v}
         return Observations(roles=roles, block_counts=blocks, shadow_review=review,
-                            window_start=windows["canary"].isoformat() if windows.get("canary") else None, per=per)
+                            window_start=windows["canary"].isoformat() if windows.get("canary") else None, per=per,
+                            served_from=served_from)
 
     return observe
+
+
+def _knows_generations(fact: DeploymentState, log) -> bool:  # noqa: ANN001
+    return fact.generation is not None and "config_generation" in log.columns
+
+
+def _nothing_served(fact: DeploymentState, log) -> dict[str, str | None]:  # noqa: ANN001
+    if fact.generation is None:
+        return {}
+    return {role: None for role, v in (("canary", fact.canary), ("shadow", fact.shadow)) if v is not None}
+
+
+def serving_window(cw, sw, fact: DeploymentState):  # noqa: ANN001, ANN201 - pandas DataFrames
+    """The canary window cut to the configuration generation now serving, and when each role's
+    current step first decided (Observations.served_from).
+
+    A step is planned, journaled and then applied; after a crash or an outage in between, the
+    planned time can be long before the weight really served. The service stamps each decision
+    with its config_generation and the backend reports the generation serving now, so the
+    canary's evidence (both roles: the guards compare them on the same traffic) is the rows of
+    that generation only, and its hold counts from the first of them. The shadow's evidence is
+    not cut (a canary step of another version reloads the service, the shadow model stays): its
+    hold counts from its version's first shadow decision in its window. A service restarted on
+    the same configuration starts a new generation: its step's hold starts again (the stricter
+    reading). Without generations (a backend that cannot tell, an exported log without the
+    column) the windows stay as given and served_from is empty."""
+    import pandas as pd
+
+    if not _knows_generations(fact, cw if len(cw) else sw):
+        return cw, {}
+    served: dict[str, str | None] = {}
+
+    def first(rows) -> str | None:  # noqa: ANN001
+        return pd.to_datetime(rows["ts"], utc=True).min().isoformat() if len(rows) else None
+
+    if fact.canary is not None and len(cw):
+        cw = cw[(pd.to_numeric(cw["config_generation"], errors="coerce") == fact.generation).to_numpy()]
+        served["canary"] = first(cw)
+    elif fact.canary is not None:
+        served["canary"] = None
+    if fact.shadow is not None:
+        mine = sw[((sw["role"] == "shadow") & (pd.to_numeric(sw["version"], errors="coerce") == fact.shadow))
+                  .to_numpy()] if len(sw) else sw
+        served["shadow"] = first(mine)
+    return cw, served
 
 
 _POSITIVES = frozenset({"recall", "recall_at_fpr", "auc", "average_precision"})

@@ -89,9 +89,26 @@ def _tags(**kw: Any) -> dict[str, str]:
     return {k.replace("__", "."): (v.to_json() if isinstance(v, Progress) else str(v)) for k, v in kw.items()}
 
 
-def _elapsed(ctx: _Ctx, p: Progress) -> float:
-    since = parse_iso(p.since)
+def _elapsed(ctx: _Ctx, p: Progress, role: str) -> float:
+    """Seconds the role's current step has really served: from its first decision under the
+    configuration now serving (Observations.served_from), else from when it was planned."""
+    served = ctx.obs.served_from
+    if role in served:
+        since = parse_iso(served[role])
+        if since is None:
+            return 0.0      # nothing decided under this step's configuration yet
+        planned = parse_iso(p.since)
+        since = max(since, planned) if planned else since
+    else:
+        since = parse_iso(p.since)
     return max(0.0, (ctx.now - since).total_seconds()) if since else 0.0
+
+
+def _served(ctx: _Ctx) -> dict[str, Any]:
+    """Which configuration the held step's evidence came from, for the recorded event."""
+    if "canary" not in ctx.obs.served_from:
+        return {}
+    return {"held_from": ctx.obs.served_from["canary"], "generation": ctx.fact.generation}
 
 
 # ---- entry point -------------------------------------------------------------------------
@@ -244,7 +261,7 @@ def _canary(ctx: _Ctx) -> Action | None:
     if verdict.breached:
         return _rollback(ctx, C, "canary", verdict.headline, verdict.evidence(), p)
     st = steps[step]
-    elapsed = _elapsed(ctx, p)
+    elapsed = _elapsed(ctx, p, "canary")
     d = verdict.decisions
     if elapsed < st.hold or d < st.min_decisions:
         text = (f"v{C} canary at {_w(w)}: holding {format_duration(elapsed)} of {format_duration(st.hold)}, "
@@ -266,7 +283,7 @@ def _advance(ctx: _Ctx, C: int, p: Progress, step: int, verdict: GuardVerdict, e
     w = ctx.plan.steps[step].weight
     aid = f"v{C}:r{p.run}:canary:{step}"
     why = f"guards held ({verdict.headline})"
-    ev = {"weight": w, "step": step, "held_s": round(elapsed), "guards": verdict.evidence()}
+    ev = {"weight": w, "step": step, "held_s": round(elapsed), **_served(ctx), "guards": verdict.evidence()}
     return Advance(reason=why, event=f"advance v{C} canary to {_w(w)}: {why}", version=C, id=aid, at=ctx.at,
                    ops=(Op("set_tags", version=C, tags=_tags(rollout=Progress(p.run, "canary", step, ctx.at))),),
                    target=ctx.fact.with_(canary=C, canary_weight=w, cohort=ctx.plan.canary.cohort),
@@ -281,7 +298,7 @@ def _promote(ctx: _Ctx, C: int, p: Progress, verdict: GuardVerdict, elapsed: flo
     why = f"all {n} canary steps held ({verdict.headline})"
     ops = [Op("set_alias", "production", C), Op("remove_alias", "canary", C),
            Op("set_tags", version=C, tags=_tags(state="production", rollout=Progress(p.run, "production", 0, ctx.at)))]
-    recs = [(C, "canary", "production", why, {"held_s": round(elapsed), "guards": verdict.evidence()})]
+    recs = [(C, "canary", "production", why, {"held_s": round(elapsed), **_served(ctx), "guards": verdict.evidence()})]
     prev = fact.production
     _retire_others(ctx, C, prev, ops, recs)
     return Promote(reason=why, event=f"promote v{C} to production: {why}", version=C, id=aid, at=ctx.at,
@@ -367,7 +384,7 @@ def _shadow(ctx: _Ctx) -> Action | None:
     if review is not None and review.status == "failed":
         return _rollback(ctx, S, "shadow", f"shadow contract failed: {review.summary}",
                          {"review": review.evidence, "guards": verdict.evidence()}, p)
-    elapsed = _elapsed(ctx, p)
+    elapsed = _elapsed(ctx, p, "shadow")
     d = verdict.decisions
     sh = plan.shadow
     if elapsed < sh.min_duration or d < sh.min_decisions:

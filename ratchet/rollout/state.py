@@ -49,6 +49,8 @@ class DeploymentState:
     revision: str | None = None          # backend's own counter (Deployment revision); opaque
     applied: str | None = None           # fingerprint of the last target ratchet applied
     restored_revision: str | None = None  # set by a backend that recognises an undo to an older revision
+    generation: int | None = None        # the service's configuration generation now serving (the decision
+    #                                      log's config_generation); None when the backend cannot tell
 
     def content(self) -> DeploymentState:
         """Only what the service runs: no revision or bookkeeping; canary-less states normalised."""
@@ -226,6 +228,10 @@ class Observations:
     shadow_review: ShadowReview | None = None
     window_start: str | None = None
     per: str = "country"
+    #: role -> when the current step's configuration first decided, from the decision log (ISO time):
+    #: a step's hold counts from there, not from when it was planned. None: nothing decided under it
+    #: yet (hold not started). Role absent: the observer cannot tell (no generations), planned time counts.
+    served_from: dict[str, str | None] = field(default_factory=dict)
 
     def role(self, name: str) -> RoleStats:
         return self.roles.get(name, RoleStats())
