@@ -227,37 +227,49 @@ def final_state(uri: str, url: str, state_dir: Path) -> dict[str, Any]:
 
 
 # ---- what really served -----------------------------------------------------------------------
-_SERVING = re.compile(r"serving (.+?) \(generation (\d+)\)(?:: (.*))?$")
+_SERVING = re.compile(r"\bserving (production=.+?) \(generation (\d+)\)(?:: (.*))?$")
+_STARTED = "decision service on http"
 
 
-def generations(service_out: Path) -> dict[int, tuple[str, str]]:
-    """generation -> (fingerprint, reason) from the service's 'serving ... (generation N): reason' lines."""
-    out: dict[int, tuple[str, str]] = {}
+def generations(service_out: Path) -> list[dict[int, tuple[str, str]]]:
+    """Per service process started (in order), generation -> (fingerprint, reason), from its
+    'serving <fingerprint> (generation N): reason' lines. A restarted process counts from 1 again."""
+    procs: list[dict[int, tuple[str, str]]] = []
     for line in service_out.read_text(errors="replace").splitlines():
+        if _STARTED in line:
+            procs.append({})
         m = _SERVING.search(line)
         if m:
-            out[int(m.group(2))] = (m.group(1), m.group(3) or "")
-    return out
+            procs[-1][int(m.group(2))] = (m.group(1), m.group(3) or "")
+    return procs
 
 
-def served_generations(log_dir: Path, service_out: Path) -> list[dict[str, Any]]:
-    """Per configuration generation that decided: its fingerprint, when it really served (first
-    answered row of it to the first answered row of the next), its decisions per role (each
-    payment once)."""
+def served_generations(log_dir: Path, service_out: Path, restarts: tuple[float, ...] = ()) -> list[dict[str, Any]]:
+    """Per configuration generation that decided (per service process: `restarts` are the epoch
+    times a process was killed and the next one started), its fingerprint, how long it really
+    served (its first answered row to the first answered row of the next generation of the same
+    process, or to its own last row), and its decisions per role (each payment once)."""
     log = pd.read_parquet(log_dir, columns=["request_id", "ts", "role", "version", "config_generation",
                                             "transaction_id"])
-    gens = generations(service_out)
+    procs = generations(service_out)
+    assert len(procs) == len(restarts) + 1, (len(procs), restarts)
+    ts = pd.to_datetime(log["ts"], utc=True)
+    cuts = [pd.Timestamp(t, unit="s", tz="UTC") for t in restarts]
+    log = log.assign(proc=sum((ts >= t).astype(int) for t in cuts) if cuts else 0)
     served = log[log["role"].isin(["production", "canary"])]
-    first = served.groupby("config_generation")["ts"].min().sort_index()
-    rows = []
+    first = served.groupby(["proc", "config_generation"])["ts"].min().sort_index()
+    last_row = served.groupby(["proc", "config_generation"])["ts"].max()
     order = list(first.index)
-    for i, g in enumerate(order):
-        mine = log[log["config_generation"] == g]
-        until = first[order[i + 1]] if i + 1 < len(order) else served["ts"].max()
+    rows = []
+    for i, (proc, g) in enumerate(order):
+        mine = log[(log["proc"] == proc) & (log["config_generation"] == g)]
+        nxt = order[i + 1] if i + 1 < len(order) else None
+        until = first[nxt] if nxt is not None and nxt[0] == proc else last_row[(proc, g)]
         counts = mine.drop_duplicates(["role", "transaction_id"])["role"].value_counts()
-        fp, reason = gens.get(int(g), ("?", "?"))
-        rows.append({"generation": int(g), "fingerprint": fp, "reason": reason, "from": first[g], "until": until,
-                     "served_s": (until - first[g]).total_seconds(), "last": i + 1 == len(order),
+        fp, reason = procs[proc].get(int(g), ("?", "?"))
+        rows.append({"process": int(proc), "generation": int(g), "fingerprint": fp, "reason": reason,
+                     "from": first[(proc, g)], "until": until, "served_s": (until - first[(proc, g)]).total_seconds(),
+                     "last": nxt is None,
                      **{role: int(counts.get(role, 0)) for role in ("production", "canary", "shadow")}})
     return rows
 
@@ -290,7 +302,7 @@ def hold_shortfalls(rows: list[dict[str, Any]], plan) -> list[str]:  # noqa: ANN
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    return "\n".join(f"  gen {r['generation']:>2} {r['fingerprint']:<42} {r['served_s']:6.2f}s  "
+    return "\n".join(f"  process {r['process']} gen {r['generation']:>2} {r['fingerprint']:<42} {r['served_s']:6.2f}s  "
                      f"production {r['production']:>5}  canary {r['canary']:>5}  shadow {r['shadow']:>5}  "
                      f"({r['reason'][:60]})" for r in rows)
 
