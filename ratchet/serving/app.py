@@ -29,7 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from ratchet.errors import RatchetError, RegistryError, SpecError
 from ratchet.serving.config import ServeOptions, StageConfig, parse_cohort, parse_version_ref
 from ratchet.serving.metrics import Metrics
-from ratchet.serving.schema import ReloadRequest, validation_problems
+from ratchet.serving.openapi import openapi_document
+from ratchet.serving.schema import ReloadRequest, request_model, validation_problems
 from ratchet.serving.service import Service
 
 log = logging.getLogger("ratchet.serving")
@@ -104,6 +105,19 @@ def create_app(service: Service, *, initial: StageConfig | None = None, admin_to
             log.info("decision service stopped; decision log flushed")
 
     app = FastAPI(title="ratchet decision service", lifespan=lifespan, docs_url=None, redoc_url=None)
+    documents: dict[int, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        """GET /openapi.json: /v1/decide's request schema is the loaded configuration's (see openapi.py)."""
+        snap = service.snapshot
+        generation = snap.generation if snap is not None else 0
+        if generation not in documents:
+            documents.clear()
+            documents[generation] = openapi_document(app.routes, snap.request_model if snap else request_model(()),
+                                                     admin_token=admin_token)
+        return documents[generation]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     too_large = {"detail": [{"field": "(body)", "loc": [], "type": "too_large",
                              "msg": f"request body exceeds {max_body_bytes} bytes"}]}
 

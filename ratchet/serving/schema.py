@@ -16,10 +16,10 @@ import functools
 import operator
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from ratchet.data import columns as C
 
@@ -119,15 +119,30 @@ def validation_problems(exc: ValidationError, limit: int = 20) -> list[dict[str,
     return out
 
 
+#: a version in a reload body: a number (1, 2, ...) or an alias ("@production"), as text or number
+VersionNumber = Annotated[int, Field(ge=1)]
+VersionText = Annotated[str, Field(pattern=r"^(@[A-Za-z0-9_-]{1,100}|[1-9][0-9]{0,17})$")]
+SliceKey = Literal[SLICE_KEYS]  # type: ignore[valid-type]
+CohortValues = Annotated[list[Annotated[str, Field(max_length=MAX_KEY_LENGTH)]], Field(min_length=1)]
+
+
 class ReloadRequest(BaseModel):
     """Body of POST /admin/reload. Absent keys keep their current value; null removes a
-    canary or shadow; a version may be a number or an alias ("@production")."""
+    canary or shadow (production cannot be removed); a version is a number or an alias
+    ("@production"). Strict: what its JSON schema (GET /openapi.json) refuses, it refuses."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    production: int | str | None = Field(None)
-    canary: int | str | None = Field(None)
+    # absent: keep the current one; never null (no "default": null in the schema either)
+    production: VersionNumber | VersionText = Field(None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
+    canary: VersionNumber | VersionText | None = Field(None)
     canary_weight: float = Field(0.0, ge=0.0, le=100.0)
-    shadow: int | str | None = Field(None)
-    cohort: dict[str, list[str]] | list[tuple[str, list[str]]] | None = Field(None)
+    shadow: VersionNumber | VersionText | None = Field(None)
+    cohort: dict[SliceKey, CohortValues] | list[tuple[SliceKey, CohortValues]] | None = Field(None)
     reason: str | None = Field(None, max_length=2000)
+
+    @field_validator("production", "canary", "shadow", mode="before")
+    @classmethod
+    def _integral(cls, v: Any) -> Any:
+        """JSON Schema's integer: 6 and 6.0 alike."""
+        return int(v) if isinstance(v, float) and v.is_integer() else v
