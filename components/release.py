@@ -15,12 +15,15 @@ from components.image import RATCHET_IMAGE
 
 @dsl.component(base_image=RATCHET_IMAGE, install_kfp_package=False)
 def training_set(data_path: str, spec_yaml: str, spec_name: str, as_of: str, tracking_uri: str,
-                 model_name: str, report_dir: str, dataset: Output[Dataset]):
-    """Build the point-in-time training set on Spark and run the data checks."""
+                 model_name: str, report_dir: str, dataset: Output[Dataset], contract_yaml: str = "",
+                 contract_name: str = "", bootstrap: bool = False):
+    """Build the point-in-time training set on Spark and run the data checks (with the
+    contract: also whether the test window holds the evidence it needs)."""
     from ratchet.app.steps.release import training_set_step
 
     summary = training_set_step(data_path, spec_yaml, spec_name, as_of, tracking_uri, model_name,
-                                dataset.path, report_dir)
+                                dataset.path, report_dir, contract_yaml=contract_yaml,
+                                contract_name=contract_name, bootstrap=bootstrap)
     dataset.metadata.update({"rows_train": summary.get("rows_train"), "rows_test": summary.get("rows_test")})
 
 

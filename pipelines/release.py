@@ -24,7 +24,8 @@ def release_pipeline(data_path: str, spec_yaml: str, contract_yaml: str, trackin
     """exercise=True rehearses a scheduled release: every step up to the gate runs (so
     broken data, code or criteria show within one cycle) and nothing is registered."""
     ts = training_set(data_path=data_path, spec_yaml=spec_yaml, spec_name=spec_name, as_of=as_of,
-                      tracking_uri=tracking_uri, model_name=model_name, report_dir=report_dir)
+                      tracking_uri=tracking_uri, model_name=model_name, report_dir=report_dir,
+                      contract_yaml=contract_yaml, contract_name=contract_name, bootstrap=bootstrap)
     ts.set_display_name("training set (Spark) + data checks")
     tr = train(dataset=ts.outputs["dataset"], spec_yaml=spec_yaml, spec_name=spec_name, report_dir=report_dir)
     tr.set_display_name("train XGBoost")

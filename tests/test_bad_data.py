@@ -310,3 +310,182 @@ def test_pipeline_run_refuses_duplicated_transactions_with_exit_2_and_registers_
     assert "4000 of 24000 rows repeat a transaction_id" in j["error"] and "checks.duplicates: drop" in j["error"]
     reg = Registry(uri, "fraud")
     assert reg.versions() == [] and reg.alias_version("production") is None
+
+
+# --- 9. numbers that arrive as text ---------------------------------------------------------------
+
+def _euro(x: float) -> str:
+    """1234.56 -> '1.234,56 EUR' (a German export)."""
+    return f"{x:,.2f} EUR".replace(",", "_").replace(".", ",").replace("_", ".")
+
+
+def test_amounts_as_decimal_comma_text_are_named_before_the_filters_count(spark, tmp_path):
+    """'1.234,56 EUR' would become null, the spec's filter amount > 0 would drop every row and
+    non_empty[after_filters] would blame the path and the filters: the column is named first."""
+    df = good()
+    df["amount"] = [_euro(a) for a in df["amount"] * 20]
+    with pytest.raises(DataCheckError, match=r"'numeric\[raw.amount\]' failed: observed 1200 of 1200 rows "
+                                             r"\(100.00%\) of column 'amount' \(string\) are not numbers, e.g. "
+                                             r"'\d{1,3}(\.\d{3})*,\d\d EUR'") as err:
+        build(spark, tmp_path, df, make_spec(features=FEATURES, filters="[{column: amount, op: '>', value: 0}]"))
+    msg = str(err.value)
+    assert "Convert 'amount' to a number in the export" in msg and "1234.56, not '1.234,56 EUR'" in msg
+    assert "after_filters" not in msg and not (tmp_path / "out").exists()
+
+
+def test_amounts_as_text_in_a_csv_are_refused_too_and_numeric_text_passes(spark, tmp_path):
+    df = good()
+    df.assign(amount=[_euro(a) for a in df["amount"]]).to_csv(tmp_path / "bad.csv", index=False)
+    from ratchet.data.trainingset import build_training_set
+
+    with pytest.raises(DataCheckError, match=r"'numeric\[raw.amount\]' failed: observed 1200 of 1200 rows .*"
+                                             r"column 'amount' \(string\) are not numbers"):
+        build_training_set(tmp_path / "bad.csv", make_spec(features=FEATURES), tmp_path / "o1", spark=spark)
+    df.to_csv(tmp_path / "good.csv", index=False)  # CSV: every column is text; numbers in it parse
+    res = build_training_set(tmp_path / "good.csv", make_spec(features=FEATURES), tmp_path / "o2", spark=spark)
+    assert res.rows_train > 0
+    check = next(c for c in res.checks if c["name"] == "numeric[raw.amount]")
+    assert check["passed"] and check["observed"].startswith("0 of 1200 rows")
+
+
+# --- 10. sample size: what the contract needs from the test window, said before training ----------
+
+RECALL_NEED = ("recall_at_baseline_fpr", "contracts/fraud.yaml:63", "positives", 200)
+
+
+def test_a_test_window_too_small_for_the_contract_is_refused_before_any_feature(spark, tmp_path):
+    from ratchet.data.checks import EvidenceNeed
+
+    need = EvidenceNeed(*RECALL_NEED)
+    for as_of, out in (("2024-03-21", "a"), (None, "b")):  # windows known before reading, or from the data
+        (tmp_path / out).mkdir()
+        with pytest.raises(DataCheckError, match=r"'sample_size\[test\]' failed: observed \d+ rows, (\d+) fraud, "
+                                                 r"\d+ genuine in the test window \S+ to \S+ \(20 days\)") as err:
+            build(spark, tmp_path / out, good(), as_of=as_of, evidence=[need])
+        msg = str(err.value)
+        held = int(err.value.observed.split(", ")[1].split()[0])
+        assert 0 < held < 200
+        assert (f"The contract's recall_at_baseline_fpr (contracts/fraud.yaml:63) is judged on the whole test "
+                f"set and fails below 200 fraud rows; the test window holds {held}") in msg
+        days = int(msg.split("set windows.test_days to ")[1].split()[0])
+        assert days >= 200 / (held / 20) and "lower min_support of recall_at_baseline_fpr" in msg
+        assert "also shorten train_days or give more history" in msg  # 90 days of data cannot hold that window
+        assert not (tmp_path / out / "out").exists(), "refused before any feature was built"
+
+
+def test_a_test_window_with_enough_evidence_passes_and_is_recorded(spark, tmp_path):
+    from ratchet.data.checks import EvidenceNeed
+
+    res = build(spark, tmp_path, good(), as_of="2024-03-21", evidence=[EvidenceNeed("auc_floor", "c.yaml:3",
+                                                                                     "positives", 10)])
+    names = {c["name"]: c for c in res.checks}
+    assert names["sample_size[test]"]["passed"] and names["sample_size[test.written]"]["passed"]
+    assert "auc_floor >= 10 fraud rows" in names["sample_size[test]"]["bound"]
+
+
+def test_evidence_needs_are_the_blocking_whole_population_clauses():
+    from ratchet.app.steps.release import evidence_needs
+    from ratchet.contracts import load_contract
+    from tests.test_release_e2e import ROOT
+
+    contract = load_contract(ROOT / "contracts/fraud.yaml")
+    full = {(n.clause, n.support, n.min_support) for n in evidence_needs(contract, bootstrap=False)}
+    assert full == {("auc_floor", "positives", 100), ("fpr_no_worse", "negatives", 200),
+                    ("recall_at_baseline_fpr", "positives", 200)}
+    assert [(n.clause, n.min_support) for n in evidence_needs(contract, bootstrap=True)] == [("auc_floor", 100)]
+
+
+def test_pipeline_run_exercise_reports_the_evidence_shortfall_with_exit_2(tmp_path):
+    """20,000 rows a year: a 45-day test window holds ~40 fraud rows; auc_floor needs 100."""
+    import json
+
+    from ratchet.data.synth import SynthConfig, write_transactions
+    from ratchet.registry import Registry
+    from tests.test_release_e2e import ROOT, ratchet
+
+    data = write_transactions(SynthConfig(rows=20_000, seed=3, days=365), tmp_path / "tx.parquet", progress=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = ratchet("pipeline", "run", "--local", "--data", str(data), "--spec", str(ROOT / "specs/fraud.yaml"),
+                  "--contract", str(ROOT / "contracts/fraud.yaml"), "--tracking-uri", uri, "--workdir",
+                  str(tmp_path / "runs"), "--format", "json", "--bootstrap", "--exercise", "--as-of", "2025-12-31",
+                  cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    j = json.loads(out.stdout)
+    assert j["failed_step"] == "training_set" and "sample_size[test]" in j["error"]
+    assert "auc_floor (" in j["error"] and "fraud.yaml:" in j["error"] and "fails below 100 fraud rows" in j["error"]
+    assert "set windows.test_days to" in j["error"]
+    reg = Registry(uri, "fraud")
+    assert reg.versions() == [] and reg.alias_version("production") is None
+
+
+# --- 11. a bootstrap release goes to @production only on credibly passed bounds -------------------
+
+BOOTSTRAP_CONTRACT = """
+version: 1
+name: bootstrap-test
+slices: {}
+thresholds: {candidate: match_baseline_block_rate, default: 0.5, bootstrap_block_rate: 0.02}
+recall_at_fpr: {reference: baseline, bootstrap_fpr: 0.01}
+clauses:
+  - {name: auc_floor, kind: bound, metric: auc, min: 0.85, min_support: 20}
+  - {name: recall_at_baseline_fpr, kind: must_improve, metric: recall_at_fpr, margin: {absolute: 0.0}}
+"""
+
+
+def _bootstrap_release(tmp_path, n: int, signal: float):
+    """A model of AUC about 0.85 (signal 1.6) or well above (signal 4), judged on n test rows as a
+    bootstrap release: evaluate, then register; returns (passed, reason, verdict text, registry, version)."""
+    import json
+
+    import xgboost as xgb
+
+    from ratchet.app.steps.release import evaluate_step, register_step
+    from ratchet.registry import Registry
+    from ratchet.train.trainer import save_model
+
+    rng = np.random.default_rng(5)
+
+    def frame(rows):
+        x = rng.normal(size=(rows, 2))
+        y = (rng.random(rows) < 1 / (1 + np.exp(-(signal * x[:, 0] - 4.0)))).astype("int8")
+        return pd.DataFrame({"amount": x[:, 0] + rng.normal(scale=0.3, size=rows), "hour_of_day": x[:, 1], "label": y})
+
+    train = frame(20_000)
+    names = ["amount", "hour_of_day"]
+    booster = xgb.train({"tree_method": "hist", "objective": "binary:logistic", "max_depth": 2},
+                        xgb.DMatrix(train[names], label=train["label"], feature_names=names), 20)
+    model = str(save_model(booster, tmp_path / "model"))
+    ts = tmp_path / "ts"
+    ts.mkdir()
+    frame(n).to_parquet(ts / "test.parquet", index=False)
+    (ts / "trainingset.json").write_text(json.dumps({"snapshot": {"rows": n}, "windows": {}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = "name: t\nfeatures: [amount, hour_of_day]\n"
+    passed = evaluate_step(str(ts / "test.parquet"), model, BOOTSTRAP_CONTRACT, "contracts/boot.yaml", uri, "fraud",
+                           True, str(tmp_path / "ev"), str(tmp_path / "rep"))
+    gate = json.loads((tmp_path / "rep" / "gate.json").read_text())
+    assert gate["passed"] is passed
+    version = register_step(model, spec, "specs/t.yaml", str(ts), str(tmp_path / "ev"), uri, "fraud",
+                            str(tmp_path / "rep"))
+    return passed, gate["reason"], (tmp_path / "ev" / "verdict.txt").read_text(), Registry(uri, "fraud"), version
+
+
+def test_a_bootstrap_with_an_inconclusive_blocking_bound_does_not_reach_production(tmp_path):
+    passed, reason, text, reg, version = _bootstrap_release(tmp_path, n=2_000, signal=1.6)
+    assert passed is False
+    assert reason.startswith("gate failed (bootstrap): a first release goes to @production only when every "
+                             "blocking bound is shown to pass")
+    assert "auc_floor inconclusive for all: candidate 0.8" in reason and "95% CI [" in reason
+    assert "rule: auc >= 0.85" in reason and "[contracts/boot.yaml:" in reason
+    assert "windows.test_days" in reason and "train a model that clears the bound" in reason
+    assert "recall_at_baseline_fpr" not in reason  # a comparison has nothing to compare with: not a question
+    assert text.startswith("FAILED: 1 open question(s) block a bootstrap release: contract bootstrap-test")
+    assert "open questions: they block this release (a bootstrap has no production model" in text
+    assert reg.tags(version)["state"] == "rejected" and reg.alias_version("production") is None
+
+
+def test_a_bootstrap_whose_bounds_are_shown_to_pass_is_released(tmp_path):
+    passed, reason, text, reg, version = _bootstrap_release(tmp_path, n=20_000, signal=4.0)
+    assert passed is True and reason == "gate passed (bootstrap: absolute bounds only, each shown to pass)"
+    assert text.startswith("PASSED")
+    assert reg.tags(version)["state"] == "candidate"  # the pipeline's promote step then sets @production

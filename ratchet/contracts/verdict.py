@@ -122,11 +122,21 @@ class Verdict:
     threshold_values: dict[str, Any] = field(default_factory=dict, repr=False)
     #: confidence sequences (live reviews) instead of fixed-sample intervals
     sequential: bool = False
+    #: set for a release that has no shadow phase to resolve open questions in (a bootstrap:
+    #: no production model to shadow): an open question then blocks like a failure
+    open_questions_block: bool = False
 
     @property
     def passed(self) -> bool:
-        """True when no blocking clause failed on any slice."""
-        return not any(r.blocking_failure for r in self.results)
+        """True when no blocking clause failed on any slice (and, when open questions block,
+        none is open: every blocking result was shown to pass)."""
+        if any(r.blocking_failure for r in self.results):
+            return False
+        return not (self.open_questions_block and self.open_questions())
+
+    def _open_title(self) -> str:
+        return ("open questions: they block this release (a bootstrap has no production model to resolve them "
+                "against in shadow)" if self.open_questions_block else "open questions for the shadow phase")
 
     def open_questions(self) -> list[ClauseResult]:
         """Blocking results that are inconclusive or not judged: what the shadow phase must resolve."""
@@ -164,7 +174,7 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "contract": self.contract, "counts": self.counts(),
-            "open_questions": [r.key for r in self.open_questions()],
+            "open_questions": [r.key for r in self.open_questions()], "open_questions_block": self.open_questions_block,
             "method": {**METHOD, "intervals": "confidence sequences (anytime-valid)" if self.sequential
                        else "fixed-sample intervals"},
             "overall": self.overall, "thresholds": self.thresholds,
@@ -181,6 +191,8 @@ class Verdict:
         base = "" if self.has_baseline else " (bootstrap: no baseline, comparisons not judged)"
         oq = len(self.open_questions())
         word += f" with {oq} open question(s)" if self.passed and oq else ""
+        if not self.passed and self.open_questions_block and not c["blocking_failures"]:
+            word += f": {oq} open question(s) block a bootstrap release"
         return (f"{word}: contract {self.contract_name} -- {c['blocking_failures']} blocking failure(s), "
                 f"{c['fail']} failed, {c['pass']} passed, {c['inconclusive']} inconclusive, "
                 f"{c['not_judged']} not judged{base}")
@@ -199,7 +211,7 @@ class Verdict:
         oq = self.open_questions()
         if oq:
             lines.append("")
-            lines.append(f"open questions for the shadow phase ({len(oq)}: inconclusive or not judged, blocking):")
+            lines.append(f"{self._open_title()} ({len(oq)}: inconclusive or not judged, blocking):")
             for r in oq[:max_lines]:
                 lines.append(f"  {r.sentence()}")
             if len(oq) > max_lines:
@@ -230,9 +242,11 @@ class Verdict:
                            lambda r: (f"`{r.name}`", r.severity, r.slice, _num(r.baseline), _num(r.candidate),
                                       _num(r.difference, True), _interval(r.interval), r.support, f"`{r.source}`"))
         oq = self.open_questions()
-        out += _md_section(f"Open questions for the shadow phase ({len(oq)})",
-                           "Blocking clause x slice results neither shown to pass nor to fail; the rollout holds in "
-                           "shadow until each resolves as pass, or a person waives it (`ratchet approve V --waive ...`).",
+        out += _md_section(f"{self._open_title().capitalize()} ({len(oq)})",
+                           "Blocking clause x slice results neither shown to pass nor to fail; " +
+                           ("a bootstrap release goes to @production only when every blocking bound is shown to pass."
+                            if self.open_questions_block else "the rollout holds in shadow until each resolves as "
+                            "pass, or a person waives it (`ratchet approve V --waive ...`)."),
                            oq, max_rows, "open questions",
                            ("question", "status", "baseline", "candidate", "diff", "interval", "support", "note"),
                            lambda r: (f"`{r.key}`", r.status.replace("_", " "), _num(r.baseline), _num(r.candidate),
@@ -359,9 +373,11 @@ def render_html(v: Verdict, figures: dict[str, bytes] | None = None) -> str:
             parts.append(f'<p class="muted">{len(fails) - 50} more failures in the clause tables below.</p>')
     oq = v.open_questions()
     if oq:
-        parts += [f"<h2>Open questions for the shadow phase ({len(oq):,})</h2>",
-                  '<p class="muted">Blocking results neither shown to pass nor to fail. The rollout holds in shadow '
-                  "until each resolves as pass on live traffic, or a person waives it.</p>",
+        parts += [f"<h2>{_e(v._open_title().capitalize())} ({len(oq):,})</h2>",
+                  '<p class="muted">Blocking results neither shown to pass nor to fail. ' +
+                  ("A bootstrap release goes to @production only when every blocking bound is shown to pass.</p>"
+                   if v.open_questions_block else "The rollout holds in shadow until each resolves as pass on live "
+                   "traffic, or a person waives it.</p>"),
                   _rows_html(oq[:200], with_clause=True)]
     parts.append(f'<p class="muted">pass: {_e(METHOD["pass"])}; fail: {_e(METHOD["fail"])}; inconclusive: '
                  f'{_e(METHOD["inconclusive"])}.</p>')

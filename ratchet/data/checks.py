@@ -17,6 +17,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from ratchet.data import columns as C
 from ratchet.errors import DataCheckError
 from ratchet.data.spec import Checks
 
@@ -44,6 +45,10 @@ class RawStats:
     nulls: dict[str, int] = field(default_factory=dict)  # per canonical column, before filters
     bad_labels: int = 0  # label values other than 0/1 (nulls not counted)
     max_ts_micros: int | None = None  # latest transaction after filters
+    #: canonical numeric columns read from text: rows whose text is there but is not a number
+    unparsed: dict[str, int] = field(default_factory=dict)
+    unparsed_sources: dict[str, str] = field(default_factory=dict)  # canonical -> "'source' (type)"
+    unparsed_examples: dict[str, str | None] = field(default_factory=dict)  # one text that did not parse
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,35 @@ class SplitStats:
     rows: int = 0
     positives: int = 0
     nulls: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvidenceNeed:
+    """What one blocking contract clause judged on the whole test set needs: the gate fails
+    it when the test window holds fewer than `min_support` of `support` (rows, positives
+    or negatives), so a release short of it is rejected whatever the model."""
+
+    clause: str
+    source: str  # contract file:line
+    support: str  # "rows" | "positives" | "negatives"
+    min_support: int
+
+
+#: How each kind of support is named in messages.
+SUPPORT_WORDS = {"rows": "rows", "positives": "fraud rows", "negatives": "genuine rows"}
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """What the sample-size check needs to suggest a test window: the resolved test window,
+    the spec's window lengths and the data's span (days, after filters)."""
+
+    test_start: str
+    test_end: str
+    test_days: float
+    explicit: bool
+    other_days: int = 0  # maturity_days + gap_days + train_days (derived windows)
+    data_days: float | None = None
 
 
 # --- the checks: pure functions ------------------------------------------------------
@@ -189,6 +223,77 @@ def check_infinite(column: str, count: int, rows: int, example: str | None) -> C
                        f"rows with a filter ({{column: {column}, op: '<', value: 1.0e300}})")
 
 
+def check_numeric_text(column: str, source: str, bad: int, rows: int, example: str | None,
+                       max_rate: float) -> CheckResult:
+    """A canonical numeric column that arrives as text must parse (amounts as '1.234,56 EUR' do not).
+
+    Runs before the filters are counted: a filter on the column (amount > 0) would
+    otherwise drop every unparsed row and point at the filters instead."""
+    rate = bad / rows if rows else 0.0
+    ok = rate <= max_rate
+    ex = f", e.g. {example!r}" if example is not None else ""
+    if column == C.IS_FRAUD:
+        what, fix = "0/1 labels", "Export the label as 0/1 (or true/false, yes/no)"
+    else:
+        what = "numbers"
+        fix = (f"Convert '{column}' to a number in the export: a numeric column, or text with a decimal point and "
+               "no thousands separator or currency (1234.56, not '1.234,56 EUR'; keep the currency in its own "
+               "column)")
+    return CheckResult(f"numeric[raw.{column}]", ok, f"{bad} of {rows} rows ({rate:.2%}) of column {source} are not "
+                       f"{what}{ex}", f"<= {max_rate} of rows unparseable (checks.max_null_rate)", "" if ok else fix)
+
+
+def describe_needs(needs: list[EvidenceNeed] | tuple[EvidenceNeed, ...]) -> str:
+    """'auc_floor >= 100 fraud rows; recall_at_baseline_fpr >= 200 fraud rows', or 'nothing'."""
+    return "; ".join(f"{n.clause} >= {n.min_support} {SUPPORT_WORDS[n.support]}" for n in needs) or "nothing"
+
+
+def _have(test: "SplitStats", support: str) -> int:
+    return {"rows": test.rows, "positives": test.positives, "negatives": test.rows - test.positives}[support]
+
+
+def check_sample_size(needs: list[EvidenceNeed] | tuple[EvidenceNeed, ...], test: "SplitStats", plan: WindowPlan,
+                      when: str = "raw") -> CheckResult:
+    """The test window holds the evidence each whole-population blocking clause needs.
+
+    A clause judged on the whole test set fails below its min_support (ratchet.contracts),
+    so a window short of it dooms the release after training and scoring; this says so
+    first, with the counts, the clause and the test_days that would hold enough (from the
+    test window's own rate per day, plus 10% for day-to-day variation)."""
+    name = f"sample_size[test{'' if when == 'raw' else '.' + when}]"
+    window = f"the test window {plan.test_start} to {plan.test_end} ({plan.test_days:g} days)"
+    held = f"{test.rows} rows, {test.positives} fraud, {test.rows - test.positives} genuine in {window}"
+    short = [n for n in needs if _have(test, n.support) < n.min_support]
+    bound = f"what the contract's whole-population blocking clauses need ({describe_needs(needs)}; min_support)"
+    if not short:
+        return CheckResult(name, True, held, bound)
+    worst = max(short, key=lambda n: n.min_support / max(_have(test, n.support), 0.5))
+    have, words = _have(test, worst.support), SUPPORT_WORDS[worst.support]
+    parts = [f"The contract's {n.clause} ({n.source}) is judged on the whole test set and fails below "
+             f"{n.min_support} {SUPPORT_WORDS[n.support]}; the test window holds {_have(test, n.support)}"
+             for n in short]
+    text = "; ".join(parts) + ", so this release would be rejected after training whatever the model"
+    if have > 0 and plan.test_days > 0:
+        rate = have / plan.test_days
+        days = int(-(-worst.min_support * 1.1 // rate))
+        text += (f". At the test window's {rate:.3g} {words} a day, {worst.min_support} need about "
+                 f"{worst.min_support / rate:.0f} days: ")
+        if plan.explicit:
+            text += f"widen the explicit test window (windows.test_start .. windows.test_end) to {days} days or more"
+        else:
+            text += f"set windows.test_days to {days} or more (10% margin)"
+            total = plan.other_days + days
+            if plan.data_days is not None and total > plan.data_days:
+                text += (f"; the windows then need {total} days of data (maturity_days + test_days + gap_days + "
+                         f"train_days) but the data covers {plan.data_days:.0f}: also shorten train_days or give "
+                         "more history")
+    else:
+        text += f". The test window has no {words} at all: check the label column and the windows"
+    text += (f"; or give more data; or lower min_support of {worst.clause} in the contract ({worst.source}), "
+             "accepting a judgement on less evidence")
+    return CheckResult(name, False, held, bound, text)
+
+
 def check_schema(actual: dict[str, str], expected: dict[str, str]) -> CheckResult:
     """Every expected column present with the expected Spark type."""
     wrong = [f"{c}: {actual.get(c, 'missing')} (want {t})" for c, t in expected.items() if actual.get(c) != t]
@@ -273,7 +378,8 @@ def _quality(row: Any, q: QualityColumns) -> QualityStats:
 
 
 def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, ts_micros: Column,
-              quality: QualityColumns | None = None) -> tuple[RawStats, QualityStats] | RawStats:
+              quality: QualityColumns | None = None, text_numeric: dict[str, str] | None = None,
+              source_prefix: str = "_src_", extra: list[Column] | None = None) -> Any:
     """Row counts, null counts, bad label values and the latest timestamp, in one job.
 
     With `quality`, the same job also counts what QualityStats holds (labels, duplicated
@@ -281,19 +387,65 @@ def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, 
     (RawStats, QualityStats) pair is returned, without examples (see with_examples). The
     duplicate count is the main extra cost: an exact count_distinct of transaction_id
     (Spark expands the rows once for it; no second scan of the file).
+
+    `text_numeric` (canonical -> "'source' (type)"): numeric columns read from text, whose
+    source is `df[source_prefix + canonical]`; rows with text that did not parse are
+    counted (RawStats.unparsed, no examples: see text_examples). `extra`: more aggregate
+    expressions for the same job; with it, the result row is returned last.
     """
     numeric = {f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float")}
     aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.when(keep, 1).otherwise(0)).alias("rows_filtered"),
             F.sum(F.when(F.col(label).isNotNull() & ~F.col(label).isin(0, 1), 1).otherwise(0)).alias("bad_labels"),
             F.max(F.when(keep, ts_micros)).alias("max_ts")]
     aggs += [_null(c, c in numeric).alias(f"n_{i}") for i, c in enumerate(null_columns)]
+    text_numeric = text_numeric or {}
+    aggs += [F.sum(F.when(_unparsed(c, source_prefix), 1).otherwise(0)).alias(f"u_{i}")
+             for i, c in enumerate(text_numeric)]
     if quality is not None:
         aggs += quality_columns(quality, keep, label)
-    row = df.agg(*aggs).collect()[0]
+    row = df.agg(*aggs, *(extra or [])).collect()[0]
     stats = RawStats(rows=int(row["rows"] or 0), rows_filtered=int(row["rows_filtered"] or 0),
                      nulls={c: int(row[f"n_{i}"] or 0) for i, c in enumerate(null_columns)},
-                     bad_labels=int(row["bad_labels"] or 0), max_ts_micros=row["max_ts"])
-    return stats if quality is None else (stats, _quality(row, quality))
+                     bad_labels=int(row["bad_labels"] or 0), max_ts_micros=row["max_ts"],
+                     unparsed={c: int(row[f"u_{i}"] or 0) for i, c in enumerate(text_numeric)},
+                     unparsed_sources=dict(text_numeric))
+    out: tuple[Any, ...] = (stats,) if quality is None else (stats, _quality(row, quality))
+    if extra is not None:
+        out += (row,)
+    return out[0] if len(out) == 1 else out
+
+
+def _unparsed(canonical: str, source_prefix: str) -> Column:
+    return F.col(source_prefix + canonical).isNotNull() & F.col(canonical).isNull()
+
+
+def text_examples(df: DataFrame, stats: RawStats, source_prefix: str = "_src_") -> RawStats:
+    """`stats` with one text that did not parse per column that has some (a limit(1) job each)."""
+    found: dict[str, str | None] = {}
+    for c, n in stats.unparsed.items():
+        if n:
+            row = df.where(_unparsed(c, source_prefix)).select(source_prefix + c).limit(1).collect()
+            found[c] = str(row[0][0]) if row else None
+    return replace(stats, unparsed_examples=found)
+
+
+def window_columns(bounds: dict[str, tuple[int, int]], keep: Column, label: str, ts_micros: Column,
+                   mature: Column) -> list[Column]:
+    """Aggregates for rows and positives per window ({"train": (lo_us, hi_us), ...}) among the
+    rows the spec keeps whose label is final (`mature`): the rows each split will hold
+    (before duplicates are dropped). Aliases w_<window>_rows / w_<window>_pos."""
+    aggs = []
+    for w, (lo, hi) in bounds.items():
+        inside = keep & (ts_micros >= F.lit(lo)) & (ts_micros < F.lit(hi)) & F.coalesce(mature, F.lit(False))
+        aggs += [F.sum(F.when(inside, 1).otherwise(0)).alias(f"w_{w}_rows"),
+                 F.sum(F.when(inside & (F.col(label) == 1), 1).otherwise(0)).alias(f"w_{w}_pos")]
+    return aggs
+
+
+def window_counts(row: Any, windows: list[str] | tuple[str, ...]) -> dict[str, SplitStats]:
+    """SplitStats (rows, positives) per window from a row holding window_columns' aggregates."""
+    return {w: SplitStats(rows=int(row[f"w_{w}_rows"] or 0), positives=int(row[f"w_{w}_pos"] or 0))
+            for w in windows}
 
 
 def split_stats(df: DataFrame, split_col: str, label: str, null_columns: list[str]) -> dict[str, SplitStats]:
@@ -313,8 +465,11 @@ def split_stats(df: DataFrame, split_col: str, label: str, null_columns: list[st
 def evaluate_raw(stats: RawStats, bounds: Checks, schema: dict[str, str], expected_schema: dict[str, str],
                  previous_rows: int | None = None, label: str = "is_fraud") -> list[CheckResult]:
     """Checks on the raw data, in the order they should fail."""
-    results = [check_non_empty("raw", stats.rows), check_schema(schema, expected_schema),
-               check_non_empty("after_filters", stats.rows_filtered)]
+    results = [check_non_empty("raw", stats.rows), check_schema(schema, expected_schema)]
+    results += [check_numeric_text(c, stats.unparsed_sources.get(c, f"'{c}'"), n, stats.rows,
+                                   stats.unparsed_examples.get(c), bounds.max_null_rate)
+                for c, n in stats.unparsed.items()]
+    results.append(check_non_empty("after_filters", stats.rows_filtered))
     results += [check_null_rate("raw", c, n, stats.rows, bounds.max_null_rate) for c, n in stats.nulls.items()]
     results += [check_label_values(stats.bad_labels),
                 check_row_count_change(stats.rows, previous_rows, bounds.max_row_count_change)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob as globmod
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -32,6 +32,10 @@ CANONICAL_TYPES: dict[str, str] = {
     C.MERCHANT_CATEGORY: "string", C.COUNTRY: "string", C.CARD_COUNTRY: "string", C.CHANNEL: "string",
     C.AMOUNT: "double", C.IS_FRAUD: "int", C.LABEL_AVAILABLE_AT: "timestamp",
 }
+#: Canonical columns that hold numbers: a text source must parse (see Transactions.text_numeric).
+NUMERIC_CANONICAL: tuple[str, ...] = (C.AMOUNT, C.IS_FRAUD)
+#: Prefix of the source copies of text-typed numeric columns in Transactions.checked.
+SOURCE_PREFIX = "_src_"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class Transactions:
     columns: tuple[str, ...]  # canonical columns present (label_available_at included once derived)
     source_columns: tuple[str, ...]  # the columns the file has
     label_available_derived: bool  # True when label_available_at came from label_delay_days
+    #: canonical numeric columns whose source is text: canonical name -> "source (type)"
+    text_numeric: dict[str, str] = field(default_factory=dict)
+    #: `df` plus, for each text_numeric column, its source text as `_src_<canonical>`: the raw
+    #: pass counts values that do not parse on it (same job, same scan); None: same as df
+    checked: DataFrame | None = None
 
 
 def list_data_files(path: str | Path) -> tuple[tuple[str, ...], str]:
@@ -236,19 +245,26 @@ def resolve_columns(columns: list[str], spec: DataSpec,
     return sources, derived
 
 
-def canonicalize(raw: DataFrame, spec: DataSpec,
-                 source_label: str = "the file") -> tuple[DataFrame, tuple[str, ...], bool]:
+def canonicalize(raw: DataFrame, spec: DataSpec, source_label: str = "the file",
+                 ) -> tuple[DataFrame, tuple[str, ...], bool, DataFrame, dict[str, str]]:
     """Rename and cast `raw` to canonical columns; raise MissingColumnError for what is missing.
 
-    Returns (frame with only canonical columns, canonical columns present, derived label time).
+    Returns (frame with only canonical columns, canonical columns present, derived label
+    time, the same frame plus the source text of text-typed numeric columns as
+    `_src_<canonical>`, those columns as canonical -> "'source' (type)").
     """
     sources, derived = resolve_columns(list(raw.columns), spec, source_label)
     present = set(sources)
     ds = spec.dataset
     dtypes = {f.name: f.dataType for f in raw.schema.fields}
     out: list[Column] = []
+    text_numeric: dict[str, str] = {}
     for canon, src in sources.items():
         col, dtype = F.col(f"`{src}`"), dtypes[src]
+        if canon in NUMERIC_CANONICAL and isinstance(dtype, T.StringType):
+            # kept beside the canonical value so the raw pass can count (and show) what does not parse
+            text_numeric[canon] = f"'{src}' ({dtype.simpleString()})"
+            out.append(col.alias(SOURCE_PREFIX + canon))
         if canon in (C.TS, C.LABEL_AVAILABLE_AT):
             try:
                 expr = _timestamp(col, dtype, ds.timestamp_format)
@@ -268,7 +284,8 @@ def canonicalize(raw: DataFrame, spec: DataSpec,
         df = df.withColumn(C.LABEL_AVAILABLE_AT, F.timestamp_micros(F.unix_micros(F.col(C.TS)) + F.lit(delay_us)))
         present.add(C.LABEL_AVAILABLE_AT)
     ordered = tuple(c for c in C.CANONICAL if c in present)
-    return df.select(*ordered), ordered, derived
+    checked = df.select(*ordered, *[SOURCE_PREFIX + c for c in text_numeric])
+    return checked.select(*ordered), ordered, derived, checked, text_numeric
 
 
 def read_transactions(spark: SparkSession, path: str | Path, spec: DataSpec) -> Transactions:
@@ -277,9 +294,10 @@ def read_transactions(spark: SparkSession, path: str | Path, spec: DataSpec) -> 
         tx = read_transactions(get_spark(), "data/tx.parquet", load_spec("specs/fraud.yaml"))
     """
     raw, files, abs_path = read_raw(spark, path)
-    df, present, derived = canonicalize(raw, spec, source_label=abs_path)
-    return Transactions(df=df, path=abs_path, files=files, columns=present,
-                        source_columns=tuple(raw.columns), label_available_derived=derived)
+    df, present, derived, checked, text_numeric = canonicalize(raw, spec, source_label=abs_path)
+    return Transactions(df=df, path=abs_path, files=files, columns=present, source_columns=tuple(raw.columns),
+                        label_available_derived=derived, text_numeric=text_numeric,
+                        checked=checked if text_numeric else None)
 
 
 def filter_condition(filters: tuple[Filter, ...] | list[Filter]) -> Column:

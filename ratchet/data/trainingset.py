@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -53,8 +54,9 @@ from pyspark.sql import functions as F
 
 from ratchet.data import columns as C
 from ratchet.data.checks import (
-    QualityColumns, check_duplicates, evaluate_quality, evaluate_raw, evaluate_splits, raw_stats, run_checks,
-    split_stats, with_examples,
+    EvidenceNeed, QualityColumns, WindowPlan, check_duplicates, check_sample_size, describe_needs, evaluate_quality,
+    evaluate_raw, evaluate_splits, raw_stats, run_checks, split_stats, text_examples, window_columns, window_counts,
+    with_examples,
 )
 from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
 from ratchet.data.spark import get_spark
@@ -263,13 +265,18 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
 
 def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path, *, as_of: str | None = None,
                        previous_rows: int | None = None, spark: SparkSession | None = None,
-                       clock: datetime | None = None) -> TrainingSetResult:
+                       clock: datetime | None = None, evidence: Sequence[EvidenceNeed] = ()) -> TrainingSetResult:
     """Read raw transactions, check them, build point-in-time features, write train/test Parquet.
 
     `as_of` (ISO date) overrides the spec's; when neither is set and the windows are
     derived, the latest transaction's time is used. `previous_rows` is the raw row count
     of the baseline version's data snapshot (``snapshot["rows"]``), for the row-count-change
     check. `clock` (default: now) is the run's clock: transactions after it are refused.
+    `evidence`: what the contract's whole-population blocking clauses need from the test
+    window (see checks.check_sample_size); a window short of it is refused before any
+    feature is built, from per-window counts of the raw pass (in its one aggregation when
+    the windows are known before the data is read, else one small aggregation after), and
+    again on the written rows.
     Raises DataCheckError (first failed check), MissingColumnError or RatchetError.
 
     Output: ``out_dir/train.parquet`` and ``out_dir/test.parquet`` (directories of Parquet
@@ -298,7 +305,16 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
     quality = QualityColumns(transaction_id=C.TRANSACTION_ID, ts_micros=ts_us, label_at_micros=label_at,
                              double_columns=doubles, clock_micros=_micros(now) + FUTURE_TOLERANCE_S * _US,
                              as_of_micros=_micros(as_of_end) if as_of_end is not None else None)
-    rstats, qstats = raw_stats(df, null_columns, keep, C.IS_FRAUD, ts_us, quality=quality)
+    # the windows, when known before the data is read: their counts join the one aggregation
+    early = _windows_before_reading(spec, as_of) if evidence else None
+    mature = F.unix_micros(F.col(C.LABEL_AVAILABLE_AT))
+    extra = window_columns(_window_bounds(early), keep, C.IS_FRAUD, ts_us,
+                           mature <= F.lit(_micros(early.as_of))) if early else []
+    checked = tx.checked if tx.checked is not None else df
+    rstats, qstats, agg_row = raw_stats(checked, null_columns, keep, C.IS_FRAUD, ts_us, quality=quality,
+                                        text_numeric=tx.text_numeric, extra=extra)
+    if any(rstats.unparsed.values()):
+        rstats = text_examples(checked, rstats)
     qstats = with_examples(df, quality, qstats, keep)  # a limit(1) job per problem found; none on clean data
     expected = {c: CANONICAL_TYPES[c] for c in tx.columns}
     actual = {f.name: f.dataType.simpleString() for f in df.schema.fields}
@@ -328,6 +344,15 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
         raise RatchetError(f"cannot resolve the train/test windows: {exc}") from None
     context = _window_context(windows, earliest, latest)
     _check_windows_overlap(windows, earliest, latest, context, spec, as_of)
+    plan = _window_plan(windows, spec, earliest, latest)
+    if evidence:
+        if early != windows:  # as_of came from the data: one small aggregation for the windows' counts
+            agg_row = tx.df.agg(*window_columns(_window_bounds(windows), keep, C.IS_FRAUD, ts_us,
+                                                mature <= F.lit(_micros(windows.as_of)))).collect()[0]
+        counts = window_counts(agg_row, ("train", "test"))
+        sample = check_sample_size(evidence, counts["test"], plan)
+        print(f"[ratchet] evidence: {sample.observed}; the contract needs {describe_needs(evidence)}", flush=True)
+        results += run_checks([sample])
 
     # 2. features over all (filtered) history, then the two windows of mature rows
     feat = add_features(df.where(keep), features, start=min(windows.train_start, windows.test_start),
@@ -367,6 +392,8 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
         paths[name] = str(target.resolve())
     shutil.rmtree(parts, ignore_errors=True)
     results += run_checks(evaluate_splits(splits, spec.checks, context))
+    if evidence:  # exact now: duplicates dropped, immature labels dropped
+        results += run_checks([check_sample_size(evidence, splits["test"], plan, when="written")])
 
     return TrainingSetResult(
         train_path=paths["train"], test_path=paths["test"],
@@ -374,6 +401,30 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
         windows=windows, snapshot=snapshot, features=features,
         checks=[r.to_dict() for r in results], rows_immature=immature.rows if immature else 0,
     )
+
+
+def _windows_before_reading(spec: DataSpec, as_of: str | None) -> ResolvedWindows | None:
+    """The windows when they do not depend on the data (explicit, or an as_of is given)."""
+    if not (spec.windows.explicit or as_of or spec.windows.as_of):
+        return None
+    try:
+        return spec.windows.resolve(as_of=as_of)
+    except ValueError:
+        return None  # reported with the data's range once it is read
+
+
+def _window_bounds(w: ResolvedWindows) -> dict[str, tuple[int, int]]:
+    return {"train": (_micros(w.train_start), _micros(w.train_end)),
+            "test": (_micros(w.test_start), _micros(w.test_end))}
+
+
+def _window_plan(w: ResolvedWindows, spec: DataSpec, earliest: datetime | None,
+                 latest: datetime | None) -> WindowPlan:
+    sw = spec.windows
+    return WindowPlan(test_start=str(w.test_start.date()), test_end=str(w.test_end.date()),
+                      test_days=round((w.test_end - w.test_start).total_seconds() / 86400, 2), explicit=sw.explicit,
+                      other_days=sw.maturity_days + sw.gap_days + sw.train_days,
+                      data_days=(latest - earliest).total_seconds() / 86400 if earliest and latest else None)
 
 
 def _text(dt: datetime) -> str:

@@ -3,7 +3,8 @@
 The release's evaluate step: it puts together the scored table (ratchet.evaluate),
 per-merchant threshold suggestions (ratchet.thresholds) and the contract verdict
 (ratchet.contracts). With no production model (`bootstrap`), only absolute bounds are
-judged.
+judged, and each blocking one must be shown to pass: an inconclusive or not-judged one
+stops the release (there is no shadow phase against production to resolve it).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
             contract=contract)
         scored = suggestions.apply(scored)
     verdict = evaluate_contract(contract, scored)
+    if baseline is None:  # bootstrap: no shadow phase against production, so nothing may stay open
+        verdict.open_questions_block = True
     figures: dict[str, bytes] = {}
     if report_dir is not None:
         features = list(candidate.feature_names or [])
@@ -76,13 +79,26 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
         figures = {"Worst slices: candidate vs production": p.read_bytes() for p in written if p.suffix == ".png"}
     failures = verdict.failures()
     if verdict.passed:
-        reason = "gate passed" + (" (bootstrap: absolute bounds only)" if baseline is None else "")
-    else:
+        reason = "gate passed" + (" (bootstrap: absolute bounds only, each shown to pass)" if baseline is None else "")
+    elif failures:
         reason = "gate failed: " + "; ".join(_describe(f) for f in failures[:5])
+    else:
+        reason = bootstrap_open_reason(verdict.open_questions())
     metrics = headline_metrics(verdict, len(scored))
     if suggestions is not None:  # per-row thresholds: the headline one is the global threshold
         metrics["threshold"] = suggestions.global_threshold
     return Evaluation(verdict.passed, verdict, metrics, reason, suggestions, figures)
+
+
+def bootstrap_open_reason(open_questions: list[Any]) -> str:
+    """Why a bootstrap release with no credible failure still does not go to @production."""
+    shown = "; ".join(_describe(q) for q in open_questions[:5])
+    more = f" (and {len(open_questions) - 5} more)" if len(open_questions) > 5 else ""
+    return ("gate failed (bootstrap): a first release goes to @production only when every blocking bound is shown "
+            "to pass, since no production model exists to resolve open questions against in shadow; not shown: "
+            f"{shown}{more}. To release: give the test window more evidence (a longer windows.test_days, or more "
+            "data) so the interval narrows, or train a model that clears the bound; lower the bound in the "
+            "contract only if that is the business's decision")
 
 
 def _describe(failure: Any) -> str:

@@ -106,9 +106,27 @@ def _spark_data_error(exc: BaseException, data_path: str, report_dir: str) -> Ra
                         f"Full error: {log}")
 
 
+def evidence_needs(contract: Any, bootstrap: bool) -> list[Any]:
+    """What the test window must hold for the gate to be able to pass: each blocking clause
+    judged on the whole test set fails below its min_support (ratchet.contracts.evaluate),
+    so its support (rows, fraud or genuine rows) is a need. Comparisons are not judged
+    without a baseline (bootstrap); support in blocked rows depends on the model, so it is
+    left to the gate."""
+    from ratchet.contracts.model import SUPPORT_OF
+    from ratchet.data.checks import EvidenceNeed
+
+    return [EvidenceNeed(c.name, c.source, SUPPORT_OF[c.metric], c.min_support) for c in contract.clauses
+            if c.severity == "block" and c.per is None and c.min_support > 0
+            and not (bootstrap and c.needs_baseline) and SUPPORT_OF[c.metric] in ("rows", "positives", "negatives")]
+
+
 def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str, tracking_uri: str,
-                      model_name: str, out_dir: str, report_dir: str) -> dict[str, Any]:
-    """Spark training set + data checks; writes train/test Parquet and trainingset.json."""
+                      model_name: str, out_dir: str, report_dir: str, contract_yaml: str = "",
+                      contract_name: str = "", bootstrap: bool = False) -> dict[str, Any]:
+    """Spark training set + data checks; writes train/test Parquet and trainingset.json.
+
+    With the contract, the test window is also checked for the evidence the contract's
+    whole-population blocking clauses need (evidence_needs), before any feature is built."""
     with reporting("training_set", report_dir):
         from ratchet.data.spark import spark_for
         from ratchet.data.trainingset import build_training_set
@@ -116,11 +134,16 @@ def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str
         from ratchet.train.spec import parse_spec
 
         spec = parse_spec(spec_yaml, spec_name)
+        needs = []
+        if contract_yaml:
+            from ratchet.contracts import contract_from_text
+
+            needs = evidence_needs(contract_from_text(contract_yaml, contract_name or "contract.yaml"), bootstrap)
         # the row-count baseline: @production's data, else the last version that passed the gate
         previous = Registry(tracking_uri, model_name).previous_rows()
         try:
             result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous,
-                                        spark=spark_for(spec.spark, "ratchet-training-set"))
+                                        spark=spark_for(spec.spark, "ratchet-training-set"), evidence=needs)
         except RatchetError:
             raise
         except Exception as exc:  # noqa: BLE001 - only Spark's errors about the user's data are turned
