@@ -102,7 +102,7 @@ def test_schemathesis_fuzzes_every_operation(service, tmp_path: Path, auth: str)
                         "--max-examples", "60", "--generation-deterministic", "--workers", "1",
                         "--request-timeout", "60", "--report", "junit", "--report-dir", str(tmp_path),
                         "--phases", "examples,coverage,fuzzing", *headers],
-                       capture_output=True, text=True, timeout=500)
+                       capture_output=True, text=True, timeout=500, cwd=tmp_path)  # its .schemathesis/ cache
     out = r.stdout + r.stderr
     print(out[-6000:])
     assert r.returncode == 0, out[-6000:]
