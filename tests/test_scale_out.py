@@ -249,6 +249,7 @@ def test_evaluate_step_scores_on_spark_when_the_spec_says_so(world):
                            f"sqlite:///{tmp / 'mlflow.db'}", "scale", True, str(tmp / "eval"), str(tmp / "reports"),
                            spec_yaml=spec_yaml, spec_name="scale.yaml")
     local = evaluate_contract(world["contract"], scored_table(world["test"], world["distributed"]))
+    local.open_questions_block = True  # a bootstrap (no production) judges as evaluate_step does
     evaluation = json.loads((tmp / "eval" / "evaluation.json").read_text())
     assert passed == local.passed and evaluation["metrics"]["rows"] == len(world["test"])
     assert evaluation["metrics"]["auc"] == pytest.approx(local.overall["candidate"]["auc"])
