@@ -72,10 +72,11 @@ def test_service_killed_mid_canary_and_restarted_with_its_original_command_resum
         load = Load(service.url, data)
         ctl.start()
 
-        # mid-canary: the 50% step serves, its hold (5 s) not yet over
+        # mid-canary: the 50% step serves, half its hold (5 s) over; its min_decisions about reached,
+        # so only the hold keeps the step going after the restart (an outage must not count as held)
         wait_for(lambda: any(g[0] == AT_50 for g in generations(service.out)[-1].values()), 120,
-                 "the canary at 50%", explain=ctl.tail)
-        time.sleep(1.0)
+                 "the canary at 50%", explain=ctl.tail, every=0.05)
+        time.sleep(2.5)
         before = local_state(tmp_path)
         progress = reg.tags(2)["rollout"]
         os.kill(service.proc.pid, signal.SIGKILL)
