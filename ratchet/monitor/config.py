@@ -18,6 +18,7 @@ from pydantic import ConfigDict, PlainValidator, WithJsonSchema, field_validator
 
 from ratchet.monitor.drift import DriftRule, DriftSettings
 from ratchet.monitor.estimation import METHODS
+from ratchet.monitor.staleness import METRICS as STALENESS_METRICS
 from ratchet.monitor.staleness import StalenessSettings
 from ratchet.yamlfile import FileModel, Problem, YamlDoc, fail, load_yaml, parse_yaml, validate
 
@@ -118,6 +119,10 @@ class StalenessFile(_Section):
     loss: _choice(("relative", "absolute")) = "relative"
     min_positives: _num(integer=True, lo=1) = 20
     num_boost_round: _num(integer=True, lo=1) = 100
+    metric: _choice(STALENESS_METRICS) = "recall_at_fpr"
+    age_bin_weeks: _num(integer=True, lo=1) = 1
+    confidence: _num(lo=0.5, hi=0.999) = 0.95
+    replicates: _num(integer=True, lo=20) = 400
 
     @field_validator("cutoffs")
     @classmethod

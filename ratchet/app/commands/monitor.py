@@ -8,11 +8,26 @@ by ratchet.app.cli.main), 3 an internal failure. With --format json the summary 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 EXIT_OK, EXIT_ALERT = 0, 1
+#: `ratchet staleness` flags that override the config's staleness section (None: keep the config's).
+STALENESS_FLAGS = ("n_cutoffs", "horizon_weeks", "age_bin_weeks", "metric", "loss", "tolerance", "confidence",
+                   "replicates")
+
+
+@contextlib.contextmanager
+def _progress_off_stdout(fmt: str) -> Iterator[None]:
+    """With --format json, stdout carries the JSON alone: the steps' progress lines go to stderr."""
+    if fmt != "json":
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _print(summary: dict[str, Any], fmt: str, lines: list[str]) -> None:
@@ -27,9 +42,10 @@ def _print(summary: dict[str, Any], fmt: str, lines: list[str]) -> None:
 def drift_cli(args: argparse.Namespace) -> int:
     from ratchet.app.steps.monitor import drift_step
 
-    s = drift_step(args.out, current=args.current, reference=args.reference, config=args.config,
-                   role=args.role, since=args.since, until=args.until, days=args.days,
-                   tracking_uri=args.tracking_uri, model_name=args.model_name, version=args.version)
+    with _progress_off_stdout(args.format):
+        s = drift_step(args.out, current=args.current, reference=args.reference, config=args.config,
+                       role=args.role, since=args.since, until=args.until, days=args.days,
+                       tracking_uri=args.tracking_uri, model_name=args.model_name, version=args.version)
     lines = [s["event"], f"  {s['current_rows']:,} current rows vs {s['reference_rows']:,} reference rows; "
              f"{s['drifted_share']:.0%} of features drifted"]
     lines += [f"  {c['feature']:<28} {c['test']:<32} score {c['score']}  {'DRIFTED' if c['drifted'] else ''}"
@@ -42,10 +58,20 @@ def drift_cli(args: argparse.Namespace) -> int:
 def staleness_cli(args: argparse.Namespace) -> int:
     from ratchet.app.steps.monitor import staleness_step
 
-    s = staleness_step(args.out, data=args.data, spec=args.spec, config=args.config,
-                       features=args.features.split(",") if args.features else None,
-                       tracking_uri=args.tracking_uri, model_name=args.model_name)
-    lines = [s["event"], "  age  mean loss"] + [f"  {k:>3}  {v}" for k, v in s["mean_loss"].items()]
+    overrides = {k: getattr(args, k, None) for k in STALENESS_FLAGS}
+    if getattr(args, "cutoffs", None):
+        overrides["cutoffs"] = tuple(c.strip() for c in args.cutoffs.split(",") if c.strip())
+    with _progress_off_stdout(args.format):
+        s = staleness_step(args.out, data=args.data, spec=args.spec, config=args.config,
+                           features=args.features.split(",") if args.features else None,
+                           tracking_uri=args.tracking_uri, model_name=args.model_name,
+                           overrides={k: v for k, v in overrides.items() if v is not None})
+    lines = [s["event"], "  age  mean loss  interval            judged"]
+    for k, v in s["mean_loss"].items():
+        lo, hi = s["mean_loss_interval"].get(k, [None, None])
+        band = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "-"
+        lines.append(f"  {k:>3}  {v if v is None else format(v, '.3f'):>9}  {band:<18}  "
+                     f"{s['judgement'].get(k, 'baseline')}")
     lines.append(f"  plot: {args.out}/staleness.png  table: {args.out}/staleness.csv")
     _print(s, args.format, lines)
     return EXIT_OK
@@ -55,14 +81,16 @@ def estimate_cli(args: argparse.Namespace) -> int:
     from ratchet.app.steps.monitor import estimate_step, recheck_step
 
     if args.recheck is not None:
-        s = recheck_step(args.out, decision_log=args.decision_log, labels=args.labels, version=args.recheck,
-                         contract=args.contract, config=args.config, stage=args.stage, since=args.since,
-                         until=args.until, tracking_uri=args.tracking_uri, model_name=args.model_name)
+        with _progress_off_stdout(args.format):
+            s = recheck_step(args.out, decision_log=args.decision_log, labels=args.labels, version=args.recheck,
+                             contract=args.contract, config=args.config, stage=args.stage, since=args.since,
+                             until=args.until, tracking_uri=args.tracking_uri, model_name=args.model_name)
         _print(s, args.format, [s["event"]] + [f"  - {f}" for f in s.get("failures", [])])
         return EXIT_ALERT if s["alert"] else EXIT_OK
-    s = estimate_step(args.out, decision_log=args.decision_log, reference=args.reference, labels=args.labels,
-                      config=args.config, role=args.role, version=args.version, since=args.since, until=args.until,
-                      tracking_uri=args.tracking_uri, model_name=args.model_name)
+    with _progress_off_stdout(args.format):
+        s = estimate_step(args.out, decision_log=args.decision_log, reference=args.reference, labels=args.labels,
+                          config=args.config, role=args.role, version=args.version, since=args.since,
+                          until=args.until, tracking_uri=args.tracking_uri, model_name=args.model_name)
     lines = [s["event"], "  window start               recall [interval]        realised   FPR [interval]            realised"]
     for w in s["windows"]:
         lines.append(f"  {w['window_start'][:19]}  {w['recall']:.3f} [{w['recall_low']:.3f}, {w['recall_high']:.3f}]"
@@ -116,6 +144,22 @@ def add_monitor_arguments(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", required=True, help="feature table (ts, label, features) or raw transactions")
     s.add_argument("--spec", default=None, help="training spec for features and XGBoost params")
     s.add_argument("--features", default=None, help="comma-separated features (default: the spec's)")
+    s.add_argument("--cutoffs", default=None, metavar="DATES",
+                   help="comma-separated ISO cut-off dates (default: the config's, else --n-cutoffs spread over the data)")
+    s.add_argument("--n-cutoffs", type=int, default=None, metavar="N",
+                   help="number of cut-offs spread over the data (more cut-offs narrow the mean curve's band)")
+    s.add_argument("--horizon-weeks", type=int, default=None, metavar="W", help="weeks each model is followed")
+    s.add_argument("--age-bin-weeks", type=int, default=None, metavar="W",
+                   help="pool W weeks per age bin (4: a month), trading resolution for precision")
+    s.add_argument("--metric", choices=["recall_at_fpr", "auc", "average_precision"], default=None,
+                   help="the metric whose loss is judged (default the config's, recall_at_fpr); "
+                        "AUC and average precision are smoother")
+    s.add_argument("--loss", choices=["relative", "absolute"], default=None,
+                   help="loss from the first age bin: relative (share of it) or absolute (points)")
+    s.add_argument("--tolerance", type=float, default=None, help="the loss a model may reach before it is retrained")
+    s.add_argument("--confidence", type=float, default=None,
+                   help="two-sided level of the bootstrap intervals (default 0.95)")
+    s.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (default 400; seeded)")
     common(s)
     s.set_defaults(func=staleness_cli)
 

@@ -140,17 +140,28 @@ def drift_step(out_dir: str, *, current: str, reference: str | None = None, conf
 
 def staleness_step(out_dir: str, *, data: str, spec: str | None = None, config: str | MonitorConfig | None = None,
                    features: list[str] | None = None, tracking_uri: str | None = None, model_name: str = "fraud",
-                   version: int | None = None) -> dict[str, Any]:
-    """Backtest decay and recommended cadence; staleness.csv/.json/.png.
+                   version: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Backtest decay with intervals and the cadence the bands support; staleness.csv/.json/.png.
 
     `data`: a feature table (ts, label, features; e.g. a training set built by the Spark
     job) or raw canonical transactions, whose features are then computed in memory (every
     feature but merchant_fraud_rate_30d; with --spec naming it, build the table with Spark).
+    `overrides`: staleness settings that replace the config's (the CLI's --n-cutoffs,
+    --metric, --age-bin-weeks, ...), e.g. {"n_cutoffs": 8}.
     """
+    from dataclasses import fields, replace
+
     from ratchet.monitor.features import PANDAS_FEATURES, point_in_time_features
-    from ratchet.monitor.staleness import backtest, plot_staleness
+    from ratchet.monitor.staleness import StalenessSettings, backtest, plot_staleness
 
     cfg = _config(config)
+    settings = cfg.staleness
+    if overrides:
+        known = {f.name for f in fields(StalenessSettings)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise RatchetError(f"unknown staleness setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params: dict[str, Any] = {}
@@ -173,26 +184,27 @@ def staleness_step(out_dir: str, *, data: str, spec: str | None = None, config: 
         table = point_in_time_features(table, feats)
     elif not feats:
         feats = [c for c in table.columns if c in PANDAS_FEATURES or c == "merchant_fraud_rate_30d"]
-    result = backtest(table, feats, cfg.staleness, params)
+    result = backtest(table, feats, settings, params)
     result.table.to_csv(out / "staleness.csv", index=False)
     png = plot_staleness(result, out / "staleness.png")
-    s = cfg.staleness
     alert = False
     summary = {"step": "staleness", "alert": alert, "event": result.cadence_text(), "features": feats,
-               "cadence_weeks": result.cadence_weeks,
-               "cadence": result.cadence_weeks if result.cadence_weeks is not None else f">= {s.horizon_weeks}",
-               **{k: v for k, v in result.to_dict().items() if k != "cadence_weeks"}}
+               **result.to_dict()}
     path = _write(out, "staleness.json", summary)
     _emit(out, result.cadence_text(), "staleness", alert)
     registry = _registry(tracking_uri, model_name)
     if registry is not None:
         version = version if version is not None else registry.alias_version("production")
+        metrics = {f"mean_loss_week_{k}": v for k, v in result.mean_loss.items()}
+        for k, (lo, hi) in result.mean_loss_interval.items():
+            metrics.update({f"mean_loss_low_week_{k}": lo, f"mean_loss_high_week_{k}": hi})
+        if result.cadence_weeks is not None:  # no number is logged for no decay or cannot tell
+            metrics["cadence_weeks"] = float(result.cadence_weeks)
         summary["mlflow_run"] = registry.log_monitoring(
             "staleness", version,
             artifacts={str(path): "staleness", str(png): "staleness", str(out / "staleness.csv"): "staleness"},
-            metrics={"cadence_weeks": float(result.cadence_weeks or s.horizon_weeks + 1),
-                     **{f"mean_loss_week_{k}": v for k, v in result.mean_loss.items()}},
-            tags={"cadence": str(summary["cadence"])})
+            metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
+            tags={"cadence": result.cadence_text()[:4000], "recommendation": result.recommendation})
     return summary
 
 
