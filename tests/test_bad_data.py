@@ -489,3 +489,21 @@ def test_a_bootstrap_whose_bounds_are_shown_to_pass_is_released(tmp_path):
     assert passed is True and reason == "gate passed (bootstrap: absolute bounds only, each shown to pass)"
     assert text.startswith("PASSED")
     assert reg.tags(version)["state"] == "candidate"  # the pipeline's promote step then sets @production
+
+
+def test_preflight_names_amounts_as_text_before_spark_starts(tmp_path):
+    df = good()
+    df.assign(amount=[_euro(a) for a in df["amount"]]).to_parquet(tmp_path / "bad.parquet", index=False)
+    with pytest.raises(DataCheckError, match=r"'numeric\[raw.amount\]' failed: observed 1000 of 1000 rows \(100.00%\) "
+                                             r"of column 'amount' \(string; the first 1000 values of bad.parquet\) "
+                                             r"are not numbers, e.g. '\d+,\d\d EUR'") as err:
+        preflight(tmp_path / "bad.parquet", make_spec(features=FEATURES))
+    assert "Convert 'amount' to a number in the export" in str(err.value)
+    df.assign(amount=[_euro(a) for a in df["amount"]]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataCheckError, match=r"numeric\[raw.amount\]' failed: .*of bad.csv\) are not numbers"):
+        preflight(tmp_path / "bad.csv", make_spec(features=FEATURES))
+    # numbers as text pass (CSV always is text; a string column of numbers in Parquet too)
+    df.to_csv(tmp_path / "good.csv", index=False)
+    df.astype({"amount": str}).to_parquet(tmp_path / "text.parquet", index=False)
+    assert preflight(tmp_path / "good.csv", make_spec(features=FEATURES)) is None
+    assert preflight(tmp_path / "text.parquet", make_spec(features=FEATURES)) == 1200
