@@ -80,3 +80,28 @@ def test_config_errors_name_file_line_and_key():
         monitor_config_from_text("staleness:\n  losss: relative\n", "m.yaml")
     cfg = monitor_config_from_text("drift:\n  rule:\n    key_features: [amount]\n")
     assert cfg.drift.rule.key_features == ("amount",)
+
+
+def test_p_value_tests_are_judged_holm_adjusted_over_the_family():
+    """Twenty features, one K-S p-value of 0.01 (past 0.05 on its own, not after Holm over
+    twenty) and one of 1e-6 (drifted either way); distance tests are left as they are."""
+    from ratchet.evaluate.stats import holm
+    from ratchet.monitor.drift import holm_adjusted, with_multiplicity
+
+    test = "K-S p_value"
+    p = [1e-6, 0.01] + [0.2 + 0.04 * i for i in range(18)]
+    items = [ColumnDrift(f"f{i}", "all", v, test, 0.05, severity(v, 0.05, test) >= 1, severity(v, 0.05, test))
+             for i, v in enumerate(p)]
+    items.append(ColumnDrift("amount", "all", 0.3, "Wasserstein distance (normed)", 0.1, True, 3.0))
+    assert items[1].drifted  # without the rule, a false alarm
+    judged = {c.feature: c for c in with_multiplicity(items, 1.0)}
+    assert judged["f0"].drifted and judged["f0"].p_adjusted == pytest.approx(20 * 1e-6)
+    assert not judged["f1"].drifted and judged["f1"].p_adjusted == pytest.approx(19 * 0.01)
+    assert judged["f1"].score == 0.01 and judged["amount"] == items[-1]
+    result = DriftResult(list(judged.values()), [], [c.feature for c in items], 100, 100)
+    assert judge_drift(result, DriftRule(max_drifted_share=0.5, key_features=("f1",))).alert is False
+    # the adjusted p-values reject exactly what stats.holm rejects, at any level
+    rng = np.random.default_rng(1)
+    q = rng.random(30) ** 3
+    for alpha in (0.01, 0.05, 0.2):
+        assert np.array_equal(holm_adjusted(q) <= alpha, holm(q, alpha))

@@ -8,6 +8,19 @@ log(threshold) for p-values, so severity >= 1 means drifted and larger is worse.
 same is measured inside the largest values of each key slice column (country,
 merchant_category, ...), where a shift can hide behind a stable total.
 
+Multiplicity: many features (and slices) are tested at once, so for p-value tests (K-S,
+chi-square: what Evidently picks on small samples) the severity is computed from Holm's
+step-down adjusted p-values (Holm 1979, ratchet.evaluate.stats), within each family: the
+overall columns of one comparison, and every feature x slice test together. A feature
+then counts as drifted only when Holm rejects "no drift" at the test's threshold as the
+family-wise error rate, so the chance that a window with no drift flags any feature stays
+at the threshold (0.05) however many features are compared; `p_value` keeps the raw
+p-value, `p_adjusted` the one judged. Distance tests (Wasserstein, Jensen-Shannon, PSI:
+Evidently's choice on large samples) are effect sizes, not tests: each feature is judged
+on its own documented threshold (Evidently's 0.1 unless the config sets one), and with
+`sample_rows` rows a side their sampling noise is far below it (tests/test_drift.py: random
+halves of one window flag nothing).
+
 Deciding is separate and pure: judge_drift(result, rule) applies the config's rule
 (share of drifted features, key features that must not drift, slices) and returns an
 alert with a one-line event naming the worst features.
@@ -20,7 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +80,13 @@ class ColumnDrift:
     threshold: float
     drifted: bool
     severity: float
+    p_adjusted: float | None = None         # p-value tests: Holm-adjusted p within its family (judged)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("score", "threshold", "severity"):
-            d[k] = None if not math.isfinite(d[k]) else round(float(d[k]), 6)
+        for k in ("score", "threshold", "severity", "p_adjusted"):
+            if d[k] is not None:
+                d[k] = None if not math.isfinite(d[k]) else round(float(d[k]), 6)
         return d
 
 
@@ -164,6 +179,37 @@ def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, columns: list
     return out
 
 
+def holm_adjusted(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: entry i is rejected by ratchet.evaluate.stats.holm at
+    family-wise level alpha exactly when adjusted[i] <= alpha (NaN stays NaN, outside the family)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    if not len(idx):
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out[order] = stepped
+    return out
+
+
+def with_multiplicity(items: list[ColumnDrift], min_severity: float) -> list[ColumnDrift]:
+    """The family's p-value tests judged on Holm-adjusted p-values (severity and drifted redone);
+    distance tests unchanged."""
+    pv = [i for i, c in enumerate(items) if _is_p_value(c.test) and math.isfinite(c.score)]
+    if not pv:
+        return items
+    adj = holm_adjusted(np.array([items[i].score for i in pv]))
+    out = list(items)
+    for i, a in zip(pv, adj):
+        c = items[i]
+        sev = severity(float(a), c.threshold, c.test)
+        out[i] = replace(c, p_adjusted=float(a), severity=sev,
+                         drifted=bool(math.isfinite(sev) and sev >= min_severity))
+    return out
+
+
 def _worst_first(items: list[ColumnDrift]) -> list[ColumnDrift]:
     return sorted(items, key=lambda c: (-(c.severity if math.isfinite(c.severity) else -1.0), c.feature, c.slice))
 
@@ -207,6 +253,8 @@ def measure_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list
                 per_slice += _run_evidently(_sample(r, settings.sample_rows, settings.seed + 3),
                                             _sample(c, settings.sample_rows, settings.seed + 4),
                                             cols, settings, f"{col}={value}")
+    overall = with_multiplicity(overall, settings.rule.min_severity)
+    per_slice = with_multiplicity(per_slice, settings.rule.min_severity)
     result = DriftResult(columns=_worst_first(overall), slices=_worst_first(per_slice), features=feats,
                          reference_rows=len(reference), current_rows=len(current),
                          html=str(html_path) if html_path else None)
