@@ -116,13 +116,29 @@ S = StalenessSettings(horizon_weeks=4, tolerance=0.10, fpr=0.01)
 
 
 def test_credible_loss_beyond_tolerance_at_n_plus_1_weeks_says_retrain_at_least_every_n():
+    mean = {1: 0.0, 2: 0.02, 3: 0.04, 4: 0.21}
+    bands = {1: (0.0, 0.0), 2: (-0.05, 0.08), 3: (-0.02, 0.10), 4: (0.12, 0.30)}
+    c = recommend(mean, bands, S, known_to=0.04)
+    assert (c.kind, c.weeks, c.age, c.bound_weeks) == (RETRAIN, 3, 4, 3)
+    assert c.text == ("recommended retraining cadence: retrain at least every 3 week(s): the mean relative loss of "
+                      "recall at FPR 0.01 at 4 weeks is 0.210 [0.120, 0.300] (95% interval), credibly beyond the "
+                      "tolerance 0.1, and credibly within it up to 3 weeks")
+    # beyond already at the second week: every week
+    c = recommend({1: 0.0, 2: 0.3}, {1: (0.0, 0.0), 2: (0.2, 0.4)}, S, known_to=0.04)
+    assert (c.kind, c.weeks) == (RETRAIN, 1) and c.text.endswith("credibly beyond the tolerance 0.1")
+
+
+def test_a_credible_loss_after_an_open_age_is_a_bound_not_a_cadence():
+    """Beyond at 4 weeks, but 3 weeks straddles: retraining every 3 weeks may already serve a
+    stale model, so the answer is cannot tell, with the bound it supports."""
     mean = {1: 0.0, 2: 0.02, 3: 0.09, 4: 0.21}
     bands = {1: (0.0, 0.0), 2: (-0.05, 0.08), 3: (0.01, 0.18), 4: (0.12, 0.30)}
     c = recommend(mean, bands, S, known_to=0.04)
-    assert (c.kind, c.weeks, c.age) == (RETRAIN, 3, 4)
-    assert c.text == ("recommended retraining cadence: retrain at least every 3 week(s): the mean relative loss of "
-                      "recall at FPR 0.01 at 4 weeks is 0.210 [0.120, 0.300] (95% interval), credibly beyond the "
-                      "tolerance 0.1")
+    assert (c.kind, c.weeks, c.age, c.bound_weeks) == (CANNOT_TELL, None, 3, 3)
+    assert c.text.startswith("recommended retraining cadence: cannot tell: weekly recall at FPR 0.01 is known only "
+                             "to ±0.04 (95% interval); ")
+    assert ("credibly beyond the tolerance 0.1 at 4 weeks (0.210 [0.120, 0.300]), so retrain at least every 3 "
+            "week(s), but it may be beyond already at 3 weeks (0.090 [0.010, 0.180])") in c.text
 
 
 def test_every_age_credibly_within_says_no_credible_decay():
@@ -154,6 +170,8 @@ def test_judgement_boundaries_and_pooled_bins():
     assert judge((float("nan"), float("nan")), 0.10) == STRADDLES   # unscored: nothing is known
     monthly = StalenessSettings(horizon_weeks=12, age_bin_weeks=4, metric="auc", loss="absolute", tolerance=0.02)
     c = recommend({4: 0.0, 8: 0.015, 12: 0.04}, {4: (0.0, 0.0), 8: (0.005, 0.025), 12: (0.025, 0.055)}, monthly, 0.01)
+    assert (c.kind, c.weeks) == (CANNOT_TELL, None) and c.bound_weeks == 8   # 8 weeks straddles
+    c = recommend({4: 0.0, 8: 0.01, 12: 0.04}, {4: (0.0, 0.0), 8: (0.0, 0.02), 12: (0.025, 0.055)}, monthly, 0.01)
     assert (c.kind, c.weeks) == (RETRAIN, 8) and "the mean loss of AUC at 12 weeks" in c.text
     c = recommend({4: 0.0, 8: 0.015}, {4: (0.0, 0.0), 8: (-0.01, 0.04)}, monthly, 0.012)
     assert c.kind == CANNOT_TELL and "4-weekly AUC is known only to ±0.01" in c.text
@@ -197,10 +215,12 @@ def _consistent(r) -> None:
     first_beyond = next((a for a in ages if r.mean_loss_interval[a][0] > r.settings.tolerance), None)
     if r.recommendation == RETRAIN:
         assert first_beyond is not None and r.cadence_weeks == first_beyond - r.settings.age_bin_weeks
+        assert all(r.mean_loss_interval[a][1] <= r.settings.tolerance for a in ages if a < first_beyond)
     elif r.recommendation == NO_DECAY:
         assert all(r.mean_loss_interval[a][1] <= r.settings.tolerance for a in ages)
     else:
-        assert first_beyond is None and any(r.mean_loss_interval[a][1] > r.settings.tolerance for a in ages)
+        assert any(r.mean_loss_interval[a][1] > r.settings.tolerance for a in ages if first_beyond is None or a < first_beyond)
+        assert r.cadence_bound_weeks == (None if first_beyond is None else first_beyond - r.settings.age_bin_weeks)
     assert r.judgement == {a: judge(r.mean_loss_interval[a], r.settings.tolerance) for a in ages}
     t = r.table.dropna(subset=["loss"])
     assert (t["loss_low"] <= t["loss_high"]).all() and (t["recall_at_fpr_low"] <= t["recall_at_fpr_high"]).all()
@@ -251,7 +271,7 @@ def test_cli_json_keeps_its_keys_and_takes_the_new_options(tmp_path, capsys):
     s = json.loads(printed.out)                       # stdout is the JSON alone
     assert "[ratchet]" in printed.err
     old = {"step", "alert", "event", "features", "cadence_weeks", "cadence", "cutoffs", "mean_loss", "settings", "table"}
-    new = {"recommendation", "mean_loss_interval", "judgement", "known_to"}
+    new = {"recommendation", "mean_loss_interval", "judgement", "known_to", "cadence_bound_weeks"}
     assert old | new <= set(s)
     assert s["recommendation"] in (RETRAIN, NO_DECAY, CANNOT_TELL) and s["event"] == s["cadence"]
     assert s["settings"]["num_boost_round"] == 8       # the config's, not overridden

@@ -24,10 +24,17 @@ Uncertainty, all from one seeded bootstrap (nothing depends on machine speed):
 The cadence says only what the bands support. Per age the mean loss's interval is
 judged against the tolerance, as the contract engine judges a clause: *beyond* (its low
 end above the tolerance), *within* (its high end at or below), otherwise *straddles*.
-- "retrain at least every N weeks" when the age N+1 is the first one credibly beyond;
+- "retrain at least every N weeks" when the age N+1 is the first one credibly beyond and
+  every age up to N is credibly within: N is then the cadence, not only a bound;
 - "no credible decay within the horizon" when every age is within;
 - "cannot tell" otherwise: the bands are wider than the distance to the tolerance, and
-  the text says how precisely the metric is known and what buys precision.
+  the text says how precisely the metric is known and what buys precision. When a later
+  age is credibly beyond but an earlier one straddles, the text still gives the bound it
+  supports ("retrain at least every N weeks, but it may be beyond already at k weeks") and
+  cadence_bound_weeks carries N: a team that retrains every N weeks would serve a model
+  that may be stale in its k-th week, so N is not stated as the cadence.
+  (bench/staleness.py: with the bound alone stated as the cadence, 12% of fast-drift worlds
+  got a cadence one week too long.)
 Multiplicity: each age is judged on its own interval (one-sided 2.5% at the default
 0.95). A loss that grows with age puts at most the age just before its crossing near
 the tolerance, so a claim of an age that is in truth within tolerance stays near 2.5%;
@@ -95,6 +102,8 @@ class Cadence:
     weeks: int | None                      # retrain: at least every `weeks`; else None
     age: int | None                        # the age (weeks) that decided: first beyond, or the widest band
     text: str
+    bound_weeks: int | None = None         # a credible upper bound on the cadence (retrain; cannot_tell with a
+                                           # credible loss later on), else None
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class StalenessResult:
     recommendation: str = CANNOT_TELL      # retrain | no_decay | cannot_tell
     known_to: float = float("nan")         # median half-width of the per-window metric intervals
     text: str = ""
+    cadence_bound_weeks: int | None = None  # retrain at least this often (also when the exact cadence is unknown)
 
     def cadence_text(self) -> str:
         return self.text
@@ -120,6 +130,7 @@ class StalenessResult:
             "cadence_weeks": self.cadence_weeks,
             "cadence": self.cadence_text(),
             "recommendation": self.recommendation,
+            "cadence_bound_weeks": self.cadence_bound_weeks,
             "cutoffs": self.cutoffs,
             "mean_loss": {str(k): _num(v) for k, v in self.mean_loss.items()},
             "mean_loss_interval": {str(k): [_num(a), _num(b)] for k, (a, b) in self.mean_loss_interval.items()},
@@ -332,27 +343,39 @@ def recommend(mean_loss: dict[int, float], intervals: dict[int, tuple[float, flo
 
     prefix = "recommended retraining cadence: "
     conf = f"{s.confidence:.0%} interval"
-    for i, a in enumerate(ages[1:], start=1):
-        if judged[a] == BEYOND:
-            weeks = ages[i - 1]
-            return Cadence(RETRAIN, weeks, a, prefix + (
-                f"retrain at least every {weeks} week(s): the {what} at {a} weeks is {band(a)} ({conf}), "
-                f"credibly beyond the tolerance {s.tolerance:g}"))
+    advice = ("use more cut-offs, longer test windows or a smoother metric (AUC or AP over a month)"
+              if s.metric == "recall_at_fpr" else "use more cut-offs or longer test windows (pooled age bins)")
+    known = f"{_window_words(s)} {_metric_words(s)} is known only to ±{known_to:.2f}"
+
+    def widest(candidates: list[int]) -> int:
+        return max(candidates, key=lambda a: (intervals[a][1] - intervals[a][0])
+                   if all(map(math.isfinite, intervals[a])) else math.inf)
+
+    beyond = [a for a in ages[1:] if judged[a] == BEYOND]
+    if beyond:
+        first = beyond[0]
+        weeks = ages[ages.index(first) - 1]
+        open_before = [a for a in ages[1:] if a < first and judged[a] != WITHIN]
+        if not open_before:
+            return Cadence(RETRAIN, weeks, first, prefix + (
+                f"retrain at least every {weeks} week(s): the {what} at {first} weeks is {band(first)} ({conf}), "
+                f"credibly beyond the tolerance {s.tolerance:g}"
+                + (f", and credibly within it up to {weeks} weeks" if weeks > ages[0] else "")), bound_weeks=weeks)
+        w = widest(open_before)
+        return Cadence(CANNOT_TELL, None, w, prefix + (
+            f"cannot tell: {known} ({conf}); the {what} is credibly beyond the tolerance {s.tolerance:g} at "
+            f"{first} weeks ({band(first)}), so retrain at least every {weeks} week(s), but it may be beyond "
+            f"already at {w} weeks ({band(w)}); " + advice), bound_weeks=weeks)
     horizon = ages[-1] if ages else s.horizon_weeks
     if judged and all(v == WITHIN for v in judged.values()):
         worst = max(judged, key=lambda a: intervals[a][1])
         return Cadence(NO_DECAY, None, worst, prefix + (
             f"no credible decay within the {horizon}-week horizon: the {what} stays credibly within the "
             f"tolerance {s.tolerance:g} at every age (highest band {band(worst)} at {worst} weeks, {conf})"))
-    open_ages = [a for a in judged if judged[a] != WITHIN] or ages
-    widest = max(open_ages, key=lambda a: (intervals[a][1] - intervals[a][0]) if all(
-        map(math.isfinite, intervals[a])) else math.inf) if open_ages else None
-    where = f"; the {what} at {widest} weeks is {band(widest)} against the tolerance {s.tolerance:g}" if widest else ""
-    advice = ("use more cut-offs, longer test windows or a smoother metric (AUC or AP over a month)"
-              if s.metric == "recall_at_fpr" else "use more cut-offs or longer test windows (pooled age bins)")
-    return Cadence(CANNOT_TELL, None, widest, prefix + (
-        f"cannot tell: {_window_words(s)} {_metric_words(s)} is known only to ±{known_to:.2f}{where} ({conf}); "
-        + advice))
+    open_ages = [a for a in judged if judged[a] != WITHIN]
+    w = widest(open_ages) if open_ages else None
+    where = f"; the {what} at {w} weeks is {band(w)} against the tolerance {s.tolerance:g}" if w else ""
+    return Cadence(CANNOT_TELL, None, w, prefix + f"cannot tell: {known}{where} ({conf}); " + advice)
 
 
 def recommend_cadence(mean_loss: dict[int, float], tolerance: float) -> int | None:
@@ -439,7 +462,7 @@ def backtest(table: pd.DataFrame, features: list[str] | tuple[str, ...],
     judged = {a: judge(intervals[a], s.tolerance) for a in sorted(intervals)[1:]}
     return StalenessResult(out, mean, cad.weeks, s, [c.date().isoformat() for c in cutoffs],
                            mean_loss_interval=intervals, judgement=judged, recommendation=cad.kind,
-                           known_to=known_to, text=cad.text)
+                           known_to=known_to, text=cad.text, cadence_bound_weeks=cad.bound_weeks)
 
 
 def plot_staleness(result: StalenessResult, out_png: str | Path) -> Path:
