@@ -178,13 +178,16 @@ def test_controller_killed_at_every_crash_point_ends_like_an_uninterrupted_rollo
             r.go()
         rng = random.Random(SEED)
         hits = []
-        # the order fits the rollout: the first journal is "start shadow"; its resumed action
-        # reloads; a later fresh action commits its reload; the rest wherever they fall. A
-        # controller killed right after journaling stays down 4 s (a normal restart: the step
-        # it journaled must still hold in full once it really serves)
-        for point, outage in (("after journal", 4.0), ("mid-reload", 0.0), ("after reload", 0.0), ("random", 0.0),
-                              ("after journal", 4.0), ("random", 0.0)):
-            hits.append(kill_at(crash, point, outage, rng))
+        # in rollout order: "start shadow" is killed mid-reload, "start canary 25%" after its
+        # reload, then a random time, then "advance to 50%" (most likely) right after it is
+        # journaled, a controller that stays down 4 s like a normal restart (the step must
+        # still hold in full once it really serves), then a random time again
+        for point, outage in (("mid-reload", 0.0), ("after reload", 0.0), ("random", 0.0), ("after journal", 4.0),
+                              ("random", 0.0)):
+            for _ in range(3):      # a point missed by a few ms is tried again on the next action
+                hits.append(kill_at(crash, point, outage, rng))
+                if point == "random" or hits[-1]["hit"].startswith(point) or crash.done():
+                    break
             if crash.done():
                 break
         for r in runs:
@@ -205,7 +208,7 @@ def test_controller_killed_at_every_crash_point_ends_like_an_uninterrupted_rollo
         assert point in got, f"never killed {point}: {got}"
     assert all(h["journal"] is not None for h in hits if h["hit"] != "between actions")
     assert any(h["state_file_pending"] for h in hits if h["hit"] == "mid-reload")
-    assert sum(h["asked"] == "random" for h in hits) >= 2 and len(hits) >= 6, hits
+    assert sum(h["asked"] == "random" for h in hits) >= 2 and len(hits) >= 5, hits
 
     # the same end as the uninterrupted run
     a, b = results["uninterrupted"]["state"], results["killed"]["state"]

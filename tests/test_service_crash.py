@@ -13,7 +13,9 @@ SIGKILL and started again with exactly the argv it was first started with: it co
 - no version is tagged rolled_back (state tag, rollback.reason, history);
 - every request id answered 2xx, before or after the kill, is in the decision log exactly
   once after recovery (the restarted service recovers the dead one's journal), and some of
-  them were answered but not yet in a committed Parquet file at the kill.
+  them were answered but not yet in a committed Parquet file at the kill;
+- last, the 50% step's real hold from the decision log: across the crash, and (as the
+  controller counts a restarted service's new generation) the restored generation on its own.
 """
 
 from __future__ import annotations
@@ -169,3 +171,12 @@ def test_service_killed_mid_canary_and_restarted_with_its_original_command_resum
         f"{step.hold:g}s and {step.min_decisions} decisions\n{table(rows)}")
     problems = hold_shortfalls([r for r in rows if r["fingerprint"] != AT_50], plan)
     assert not problems, "\n".join(problems)
+    # and the way the controller counts a restarted service (ratchet.rollout.observe.serving_window:
+    # "a service restarted on the same configuration starts a new generation: its step's hold
+    # starts again"): the restored generation held the whole step on its own
+    restored = at_50[-1]
+    assert restored["reason"].startswith(RESTORED), restored
+    assert restored["served_s"] >= step.hold and restored["canary"] >= step.min_decisions, (
+        f"the restored 50% configuration served {restored['served_s']:.2f}s with {restored['canary']} canary "
+        f"decisions before the next step; the plan holds a step {step.hold:g}s and {step.min_decisions} decisions, "
+        f"counted from the restored generation\n{table(rows)}")
