@@ -121,3 +121,52 @@ def test_orphan_parts_of_an_interrupted_write_are_removed_by_the_next(registry, 
     assert registry.controller_state("pending") is None  # no header: the orphan is never read
     registry.put_controller_state("pending", None)
     assert _controller_tags(registry) == []
+
+
+def test_version_logs_a_signature_and_an_input_example(registry, model_path, tmp_path):
+    """The MLflow UI's "Inputs (3)": the booster's features as float32 columns, in its order; the
+    example is the first rows of the table named in example_rows (a NaN stays a missing value)."""
+    import dataclasses
+
+    import mlflow
+    import pandas as pd
+
+    rows = pd.DataFrame({"c": [0.5, 0.25, 0.75, 0.1, 0.9, 0.3], "label": [0, 1, 0, 1, 0, 1],
+                         "a": [0.9, np.nan, 0.2, 0.6, 0.4, 0.8], "b": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    rows.to_parquet(tmp_path / "test.parquet")
+    v = registry.register(dataclasses.replace(record(model_path), example_rows=str(tmp_path / "test.parquet")))
+    info = mlflow.models.get_model_info(f"models:/fraud/{v}")
+    inputs = info.signature.inputs.to_dict()
+    assert [(c["name"], c["type"]) for c in inputs] == [("a", "float"), ("b", "float"), ("c", "float")]
+    assert info.signature.outputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1,)},
+                                                 "name": "score"}]
+    model = mlflow.pyfunc.load_model(f"models:/fraud/{v}")
+    example = model.input_example
+    assert list(example.columns) == ["a", "b", "c"] and len(example) == 5
+    assert np.isnan(example["a"].iloc[1]) and example["b"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # the served model (the booster) and MLflow's pyfunc give the example the same scores
+    booster = registry.load_booster(v)
+    expected = booster.inplace_predict(example.to_numpy(dtype=np.float32))
+    assert np.allclose(np.asarray(model.predict(example)), expected)
+
+
+def test_an_example_table_without_a_feature_is_refused_before_anything_is_logged(registry, model_path, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    pd.DataFrame({"a": [0.1], "c": [0.2]}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(RegistryError, match=r"x.parquet lacks the model's feature\(s\) b"):
+        registry.register(dataclasses.replace(record(model_path), example_rows=str(tmp_path / "x.parquet")))
+    assert registry.versions() == []
+    assert registry.client.get_experiment_by_name("ratchet-releases") is None
+
+
+def test_a_booster_without_feature_names_gets_a_matrix_signature(registry, tmp_path):
+    import mlflow
+
+    x = np.random.default_rng(1).random((50, 2))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x[:, 0] > 0.5).astype(int)), 2)
+    v = registry.register(record(str(save_model(booster, tmp_path / "unnamed"))))
+    sig = mlflow.models.get_model_info(f"models:/fraud/{v}").signature
+    assert sig.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 2)}}]

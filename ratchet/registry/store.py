@@ -21,6 +21,7 @@ from ratchet.errors import RegistryError
 from ratchet.stages.model import StageChange, check_stage, move_to_stage
 EXPERIMENT = "ratchet-releases"
 MODEL_PIP_REQUIREMENTS = ["xgboost", "pandas<3", "numpy"]
+EXAMPLE_ROWS = 5
 
 
 def default_tracking_uri() -> str:
@@ -65,6 +66,50 @@ class ReleaseRecord:
     params: dict[str, Any] = field(default_factory=dict)
     extra_artifacts: dict[str, str] = field(default_factory=dict)  # artifact dir -> local file or folder
     threshold: float | None = None  # the decision threshold the gate judged the candidate at
+    #: a Parquet/CSV/JSON-lines table with the model's feature columns (e.g. the training set's
+    #: test.parquet): its first rows become the logged model's input example
+    example_rows: str = ""
+
+
+def model_signature(features: list[str], n_features: int):  # -> mlflow.models.ModelSignature
+    """What the UI shows as the model's schema: one float32 column per feature, in the booster's
+    order (a NaN is a missing value, which XGBoost routes), and the fraud score out (float32).
+    A booster without feature names (not trained by ratchet) gets a float32 matrix of its width."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+
+    inputs = (Schema([ColSpec(DataType.float, f) for f in features]) if features
+              else Schema([TensorSpec(np.dtype(np.float32), (-1, n_features))]))
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "score")]))
+
+
+def input_example(path: str, features: list[str], rows: int = EXAMPLE_ROWS):  # -> pandas.DataFrame
+    """The first `rows` rows of a table's feature columns as float32, in the booster's order;
+    a column the table lacks is named in a RegistryError."""
+    import numpy as np
+    import pandas as pd
+
+    p = Path(path)
+    if p.suffix in (".csv", ".jsonl", ".ndjson"):
+        from ratchet.files import read_table
+
+        frame = read_table(p)
+    else:  # Parquet: one small batch, not the whole training set
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(p)
+        have = [f for f in features if f in pf.schema_arrow.names]
+        batch = next(pf.iter_batches(batch_size=rows, columns=have), None)
+        frame = batch.to_pandas() if batch is not None else pd.DataFrame(columns=have)
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise RegistryError(f"{path} lacks the model's feature(s) {', '.join(missing)}: it cannot give the "
+                            "input example (example_rows must hold the model's feature columns)")
+    if frame.empty:
+        raise RegistryError(f"{path} has no rows: it cannot give the input example")
+    head = frame.loc[:, features].head(rows)
+    return pd.DataFrame(head.to_numpy(dtype=np.float32, na_value=np.nan), columns=features)
 
 
 def _now() -> str:
@@ -180,8 +225,10 @@ class Registry:
     def register(self, release: ReleaseRecord) -> int:
         """Log a release as an MLflow run, register its model and tag the version.
 
-        The version is tagged `candidate` when the gate passed and `rejected` (with the
-        reason) when it did not; aliases are set separately (see set_stage).
+        The model is logged with its signature (model_signature: the MLflow UI's "Inputs" and
+        "Outputs") and, from `example_rows`, an input example. The version is tagged
+        `candidate` when the gate passed and `rejected` (with the reason) when it did not;
+        aliases are set separately (see set_stage).
         """
         import mlflow
         import mlflow.xgboost
@@ -189,6 +236,11 @@ class Registry:
         from ratchet.train.trainer import load_model
 
         booster = load_model(release.model_path)
+        features = list(booster.feature_names or [])
+        if release.example_rows and not features:
+            raise RegistryError(f"{release.model_path} carries no feature names, so the columns of "
+                                f"{release.example_rows} cannot be matched to it for the input example")
+        example = input_example(release.example_rows, features) if release.example_rows else None  # before the run
         exp_id = self._experiment_id()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -215,7 +267,9 @@ class Registry:
                     else:
                         mlflow.log_artifact(local, artifact_path=dest)
                 info = mlflow.xgboost.log_model(booster, name="model", model_format="ubj",
-                                                pip_requirements=MODEL_PIP_REQUIREMENTS)
+                                                pip_requirements=MODEL_PIP_REQUIREMENTS,
+                                                signature=model_signature(features, booster.num_features()),
+                                                input_example=example)
             mv = mlflow.register_model(info.model_uri, self.model_name)
         version = int(mv.version)
         state = "candidate" if release.passed else "rejected"
