@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from tests.crash_helpers import (
-    PLAN, ControllerProcess, Load, build_store, controller_tags, db_path, final_state, history_keys,
+    PLAN, ControllerProcess, Load, build_store, db_path, final_state, history_keys,
     hold_shortfalls, local_state, pending_action, served_generations, table, wait_for, write_data,
 )
 from tests.test_serving import ServiceProcess
