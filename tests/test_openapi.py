@@ -10,6 +10,7 @@ status codes and response bodies as declared.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -37,10 +38,58 @@ def service(tmp_path_factory):
                                spec_hash="h" * 64, snapshot={"rows": 3000}, windows={}, metrics={},
                                verdict={"passed": True}, passed=True, reason="test"))
     reg.set_stage(1, "production", actor="test", reason="bootstrap")
+    # version 2: the same kind of model, released from a spec with a missing-feature policy
+    reg.register(ReleaseRecord(model_path=str(save_model(_train(1, 10), tmp / "m1")), spec_yaml=POLICY_SPEC,
+                               spec_hash="p" * 64, snapshot={"rows": 3000}, windows={}, metrics={},
+                               verdict={"passed": True}, passed=True, reason="test"))
     svc = ServiceProcess(tmp, "openapi", ["--admin-token", TOKEN], {"MLFLOW_TRACKING_URI": uri})
     svc.wait_ready()
     yield svc
     svc.stop()
+
+
+POLICY_SPEC = f"""name: policy
+features: {json.dumps(FEATURES)}
+missing_features:
+  allowed: [merchant_count_24h]
+"""
+
+
+def test_a_required_feature_is_refused_naming_it_and_an_allowed_one_is_counted(service):
+    """Version 2's spec lets merchant_count_24h be missing; every other feature is required."""
+    _reload(service, production=2)
+    try:
+        doc = _doc(service)
+        req = doc["components"]["schemas"]["DecisionRequest"]
+        assert set(req["required"]) == {"card_id", *FEATURES} - {"merchant_count_24h"}
+        without = {k: v for k, v in tx("c-req").items() if k != "hour_of_day"}
+        r = service.client.post("/v1/decide", json=without)
+        assert r.status_code == 422 and [p["field"] for p in r.json()["detail"]] == ["hour_of_day"], r.text
+        r = service.client.post("/v1/decide", json=tx("c-req", amount=None))
+        assert r.status_code == 422 and "amount" in r.text, r.text
+        before = _missing_count(service)
+        for body in (tx("c-opt", merchant_count_24h=None),
+                     {k: v for k, v in tx("c-opt2").items() if k != "merchant_count_24h"}):
+            assert service.client.post("/v1/decide", json=body).status_code == 200
+        assert service.client.post("/v1/decide", json=tx("c-full")).status_code == 200
+        assert _missing_count(service) == before + 2
+    finally:
+        _reload(service, production=1)
+    # version 1 has no ratchet spec (registered by hand): every feature may be missing, as before
+    assert service.client.post("/v1/decide", json={"card_id": "c-sparse"}).status_code == 200
+
+
+def _reload(service, **body) -> None:  # noqa: ANN003
+    r = service.client.post("/admin/reload", json=body, headers={"authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def _missing_count(service) -> float:
+    text = service.client.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith('ratchet_missing_features_total{feature="merchant_count_24h"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _doc(service) -> dict:

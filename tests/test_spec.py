@@ -84,3 +84,18 @@ def test_unreadable_spec_file(tmp_path):
 def test_required_columns_follow_features():
     spec = parse_spec(BASE.replace("[amount, card_count_1h]", "[amount, cross_border, is_online]"))
     assert spec.required_columns() == {"country", "card_country", "channel"}
+
+
+def test_missing_features_policy_defaults_validates_and_stays_out_of_the_hash():
+    from ratchet.errors import SpecError
+    from ratchet.train.spec import parse_spec
+
+    base = "name: t\nfeatures: [amount, seconds_since_card_prev, hour_of_day]\n"
+    # default: only what is missing by construction (a card's first payment has no previous one)
+    assert parse_spec(base).missing_allowed == ("seconds_since_card_prev",)
+    assert parse_spec(base + "missing_features: {allowed: [hour_of_day]}\n").missing_allowed == ("hour_of_day",)
+    assert parse_spec(base + "missing_features: {allowed: []}\n").missing_allowed == ()
+    with pytest.raises(SpecError, match=r"s.yaml:3: missing_features.allowed\[0\]: 'hour_of_dy' is not one of the "
+                                        r"spec's features; did you mean 'hour_of_day'\?"):
+        parse_spec(base + "missing_features: {allowed: [hour_of_dy]}\n", "s.yaml")
+    assert parse_spec(base).spec_hash() == parse_spec(base + "missing_features: {allowed: []}\n").spec_hash()

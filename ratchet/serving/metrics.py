@@ -52,6 +52,7 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.decisions: dict[tuple[str, int, str], int] = defaultdict(int)  # (role, version, decision)
+        self.missing_features: dict[str, int] = defaultdict(int)            # feature -> requests without it
         self.shadow_disagreements: dict[str, int] = defaultdict(int)        # against served role
         self.shadow_scored = 0
         self.shadow_errors = 0
@@ -86,6 +87,11 @@ class Metrics:
         family("ratchet_decisions_total", "counter", "Decisions by role, version and decision.")
         for (role, version, decision), n in sorted(self.decisions.items()):
             lines.append(f"ratchet_decisions_total{_labels(role=role, version=version, decision=decision)} {n}")
+        family("ratchet_missing_features_total", "counter",
+               "Decision requests that left out a feature their model allows to be missing (absent or null), "
+               "by feature.")
+        for feature, n in sorted(self.missing_features.items()):
+            lines.append(f"ratchet_missing_features_total{_labels(feature=feature)} {n}")
         family("ratchet_block_rate", "gauge", "Share of decisions that blocked, by role, since start.")
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for (role, _v, decision), n in list(self.decisions.items()):

@@ -75,6 +75,14 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     #: the booster's trees compiled for single rows (ratchet.serving.predictor); None: the booster scores
     compiled: Any = field(default=None, compare=False, repr=False)
+    #: features a request may leave out (its spec's missing_features); the others are required.
+    #: None: no declared policy (a version without a ratchet spec): every feature may be missing.
+    missing_allowed: frozenset[str] | None = None
+
+    @property
+    def required(self) -> frozenset[str]:
+        """Features a request scored by this version must carry (not absent, not null)."""
+        return frozenset() if self.missing_allowed is None else frozenset(self.features) - self.missing_allowed
 
     def __post_init__(self) -> None:
         if self.compiled is None and self.booster is not None:
@@ -153,7 +161,7 @@ def with_fault(model: LoadedModel, fault: str | None) -> LoadedModel:
     if not fault:
         return model
     m = FaultyModel(model.version, model.booster, model.features, model.threshold, model.merchant_thresholds,
-                    model.loaded_at, model.compiled)
+                    model.loaded_at, model.compiled, model.missing_allowed)
     object.__setattr__(m, "fault", fault)
     return m
 
@@ -165,6 +173,7 @@ class ModelLoader:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._boosters: dict[int, Any] = {}
+        self._policies: dict[int, frozenset[str] | None] = {}
 
     def resolve(self, ref: int | str) -> int:
         if isinstance(ref, int):
@@ -186,10 +195,34 @@ class ModelLoader:
             if not booster.feature_names:
                 raise RatchetError(f"version {version} carries no feature names; it was not trained by ratchet")
             self._boosters[version] = booster
-        return LoadedModel(version, booster, tuple(booster.feature_names), threshold, MappingProxyType(merchants))
+        if version not in self._policies:
+            self._policies[version] = self._missing_policy(version, tuple(booster.feature_names))
+        return LoadedModel(version, booster, tuple(booster.feature_names), threshold, MappingProxyType(merchants),
+                           missing_allowed=self._policies[version])
+
+    def _missing_policy(self, version: int, features: tuple[str, ...]) -> frozenset[str] | None:
+        """The version's missing_features policy, from the spec its release registered (a version
+        never changes); None when it has no ratchet spec (registered by hand, or before specs said)."""
+        from ratchet.errors import SpecError
+        from ratchet.train.spec import parse_spec
+
+        text = self.registry.version_artifact_text(version, "release/spec.yaml")
+        if not text:
+            return None
+        try:
+            spec = parse_spec(text, f"version {version} release/spec.yaml")
+        except SpecError as exc:
+            log.warning("version %d: its spec does not parse (%s); every feature may be missing", version, exc)
+            return None
+        if set(spec.features) != set(features):
+            log.warning("version %d: its spec's features differ from the model's; every feature may be missing",
+                        version)
+            return None
+        return frozenset(spec.missing_allowed)
 
     def forget_except(self, keep: set[int]) -> None:
         """Drop cached boosters no longer served (memory)."""
         for v in list(self._boosters):
             if v not in keep:
                 del self._boosters[v]
+                self._policies.pop(v, None)

@@ -72,8 +72,10 @@ def feature_range(name: str) -> tuple[float | None, float | None]:
     return (None, None)
 
 
-def request_model(features: tuple[str, ...] | list[str]) -> type[BaseModel]:
-    """A strict pydantic model for a decision request carrying these features."""
+def request_model(features: tuple[str, ...] | list[str], required: frozenset[str] | set[str] = frozenset()
+                  ) -> type[BaseModel]:
+    """A strict pydantic model for a decision request carrying these features; those in
+    `required` must be present and not null (the served models' missing-feature policy)."""
     fields: dict[str, Any] = {
         C.CARD_ID: (str, Field(..., min_length=1, max_length=MAX_KEY_LENGTH)),
     }
@@ -86,26 +88,29 @@ def request_model(features: tuple[str, ...] | list[str]) -> type[BaseModel]:
         if not name.isidentifier() or name.startswith("_"):
             raise ValueError(f"feature name {name!r} cannot be a request field")
         ge, le = feature_range(name)
-        fields[name] = (float | None, Field(None, ge=ge, le=le))
+        fields[name] = (float, Field(..., ge=ge, le=le)) if name in required else \
+            (float | None, Field(None, ge=ge, le=le))
     return create_model("DecisionRequest", __config__=_STRICT, **fields)
 
 
-def request_decoder(features: tuple[str, ...] | list[str]) -> msgspec.json.Decoder:
+def request_decoder(features: tuple[str, ...] | list[str], required: frozenset[str] | set[str] = frozenset()
+                    ) -> msgspec.json.Decoder:
     """The request path's fast validator (msgspec, ~2 us): the same fields and constraints as
     request_model(features), into a struct read by attribute like the pydantic model.
 
     It may only be *stricter* than the pydantic model, never looser: the service takes its
     result when it accepts and otherwise asks the pydantic model, which either accepts too
     or produces the 422 payload (tests/test_serving.py compares both on fuzzed bodies)."""
-    request_model(features)  # same name checks
+    request_model(features, required)  # same name checks
     key = Annotated[str, msgspec.Meta(max_length=MAX_KEY_LENGTH)]
     fields: list[tuple] = [(C.CARD_ID, Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)])]
     fields += [(k, key | None, None) for k in SLICE_KEYS if k != C.CARD_ID]
     for name in features:
         ge, le = feature_range(name)
         meta = {k: v for k, v in (("ge", ge), ("le", le)) if v is not None}
-        fields.append((name, (Annotated[float, msgspec.Meta(**meta)] if meta else float) | None, None))
-    struct = msgspec.defstruct("DecisionRequest", fields, forbid_unknown_fields=True, frozen=True,
+        number = Annotated[float, msgspec.Meta(**meta)] if meta else float
+        fields.append((name, number) if name in required else (name, number | None, None))
+    struct = msgspec.defstruct("DecisionRequest", fields, forbid_unknown_fields=True, frozen=True, kw_only=True,
                                gc=False)  # only str, float and None inside: nothing for the cyclic GC
     return msgspec.json.Decoder(struct)
 

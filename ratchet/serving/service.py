@@ -32,7 +32,7 @@ from ratchet.serving.log_schema import DecisionRow
 from ratchet.serving.metrics import Metrics
 from ratchet.serving.models import LoadedModel, faults, with_fault
 from ratchet.serving.routing import cohort_matcher, route_to_canary
-from ratchet.serving.schema import request_decoder, request_model, validation_problems
+from ratchet.serving.schema import attribute_reader, request_decoder, request_model, validation_problems
 from ratchet.serving.shadow import ShadowItem
 
 log = logging.getLogger("ratchet.serving")
@@ -63,6 +63,9 @@ class Snapshot:
     loaded_at: float = field(default_factory=time.time)
     in_cohort: Callable[[object], bool] = field(default=lambda _r: True)
     decoder: Any = None  # schema.request_decoder: the fast path; request_model decides what it refuses
+    #: features of the served models a request may leave out (counted when it does), and their reader
+    may_be_missing: tuple[str, ...] = ()
+    read_optional: Callable[[object], tuple] | None = None
 
     @property
     def stages(self) -> StageConfig:
@@ -148,14 +151,18 @@ class Service:
         for m in role_model.values():
             if m is not None:
                 features += [f for f in m.features if f not in features]
+        served = [m for m in (role_model["production"], role_model["canary"]) if m is not None]
+        required = frozenset().union(*(m.required for m in served))
+        optional = tuple(f for f in dict.fromkeys(f for m in served for f in m.features) if f not in required)
         self._generation += 1
         return Snapshot(
             generation=self._generation, production=role_model["production"], canary=role_model["canary"],
             canary_weight=target.canary_weight if role_model["canary"] else 0.0,
             cohort=target.cohort if role_model["canary"] else None, shadow=role_model["shadow"],
-            request_model=request_model(tuple(features)), asked=target, reason=reason,
+            request_model=request_model(tuple(features), required), asked=target, reason=reason,
             in_cohort=cohort_matcher(target.cohort if role_model["canary"] else None),
-            decoder=request_decoder(tuple(features)),
+            decoder=request_decoder(tuple(features), required), may_be_missing=optional,
+            read_optional=attribute_reader(optional) if optional else None,
         )
 
     # ---- the request path ----------------------------------------------------------------
@@ -173,6 +180,11 @@ class Service:
                 req = snap.request_model.model_validate_json(body)
             except ValidationError as exc:
                 return 422, {"detail": validation_problems(exc)}
+        if snap.read_optional is not None and None in (values := snap.read_optional(req)):
+            missing = self.metrics.missing_features
+            for name, v in zip(snap.may_be_missing, values):
+                if v is None:
+                    missing[name] += 1
         model, role = snap.production, "production"
         canary = snap.canary
         if canary is not None and snap.in_cohort(req) and route_to_canary(req.card_id, snap.canary_weight,

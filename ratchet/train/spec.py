@@ -52,6 +52,9 @@ class TrainingSpec:
     seed: int = 7
     spark: SparkSpec = field(default_factory=SparkSpec)
     source_path: str = ""
+    #: features a decision request may leave out (absent or null: scored as missing, and counted);
+    #: every other feature is required (422 naming it). Serving policy, not part of the recipe's hash.
+    missing_allowed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,6 +65,7 @@ class TrainingSpec:
         """sha256 of the normalised spec: equal hashes mean equal training recipes."""
         recipe = self.to_dict()
         recipe.pop("spark")  # where it runs, not what it builds
+        recipe.pop("missing_allowed")  # what the service accepts, not what is built
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -160,6 +164,21 @@ def _features(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: Features missing by construction: seconds_since_card_prev has no value on a card's first payment.
+MISSING_BY_CONSTRUCTION: frozenset[str] = frozenset({"seconds_since_card_prev"})
+
+
+class MissingFeaturesFile(SpecSection):
+    """missing_features: which features a decision request may leave out (absent or null).
+
+    allowed: those features (scored as missing, as XGBoost treats NaN, and counted in
+    ratchet_missing_features_total); every other feature is required, and a request without
+    it is refused with a 422 naming it. Default: the features missing by construction
+    (seconds_since_card_prev, on a card's first payment) among the spec's features."""
+
+    allowed: list[str] | None = None
+
+
 class SpecFile(SpecSection):
     """A training spec file (specs/fraud.yaml)."""
 
@@ -177,8 +196,21 @@ class SpecFile(SpecSection):
     xgboost: XGBoostFile = XGBoostFile()
     checks: ChecksFile = ChecksFile()
     spark: SparkFile = SparkFile()
+    missing_features: MissingFeaturesFile = MissingFeaturesFile()
 
-    _sections = field_validator("dataset", "windows", "xgboost", "checks", "spark", mode="before")(or_empty)
+    _sections = field_validator("dataset", "windows", "xgboost", "checks", "spark", "missing_features",
+                                mode="before")(or_empty)
+
+    @field_validator("missing_features")
+    @classmethod
+    def _allowed_are_features(cls, m: MissingFeaturesFile, info: Any) -> MissingFeaturesFile:
+        features = info.data.get("features") or ()
+        for i, name in enumerate(m.allowed or ()):
+            if name not in features:
+                close = difflib.get_close_matches(str(name), features, n=1)
+                raise fail(f"{name!r} is not one of the spec's features" +
+                           (f"; did you mean {close[0]!r}?" if close else f" ({', '.join(features)})"), "allowed", i)
+        return m
 
 
 def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
@@ -189,7 +221,15 @@ def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
                       distributed=x.distributed)
     return TrainingSpec(name=Path(doc.path).stem if f.name is None else f.name, label=f.label, features=f.features,
                         dataset=f.dataset.value(), windows=f.windows.value(), filters=tuple(f.filters), xgboost=xgb,
-                        checks=f.checks.value(), seed=f.seed, spark=f.spark.value(), source_path=doc.path)
+                        checks=f.checks.value(), seed=f.seed, spark=f.spark.value(), source_path=doc.path,
+                        missing_allowed=_missing_allowed(f))
+
+
+def _missing_allowed(f: SpecFile) -> tuple[str, ...]:
+    allowed = f.missing_features.allowed
+    if allowed is None:
+        return tuple(x for x in f.features if x in MISSING_BY_CONSTRUCTION)
+    return tuple(dict.fromkeys(allowed))
 
 
 def load_spec(path: str | Path) -> TrainingSpec:
