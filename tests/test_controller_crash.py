@@ -113,7 +113,17 @@ def classify(run: Rollout) -> tuple[str, str | None]:
     return "after journal, before reload", action["id"]
 
 
-def kill_at(run: Rollout, point: str, outage: float, rng: random.Random, timeout: float = 60.0) -> dict:
+def _mtime(path: Path) -> tuple:
+    """(mtime, inode, size) of the SQLite file (changes with every commit) or of the state file in a
+    folder (replaced by os.replace: a new inode each write)."""
+    try:
+        files = sorted(path.glob("ratchet-local-*.json")) if path.is_dir() else [path]
+        return tuple((st.st_mtime_ns, st.st_ino, st.st_size) for st in (f.stat() for f in files))
+    except FileNotFoundError:
+        return ()
+
+
+def kill_at(run: Rollout, point: str, outage: float, rng: random.Random, timeout: float = 180.0) -> dict:
     """Wait for `point` (seen from outside), SIGKILL the controller there, classify, restart it
     `outage` seconds later."""
     ctl = run.ctl
@@ -122,6 +132,7 @@ def kill_at(run: Rollout, point: str, outage: float, rng: random.Random, timeout
     stale = {already["id"]} if already else set()   # a resumed action is not a fresh journal entry
     deadline = time.monotonic() + timeout
     fire_at = None
+    seen = None
     while True:
         assert time.monotonic() < deadline, f"{point}: not reached in {timeout:g}s\n{ctl.tail()}"
         assert ctl.proc.poll() is None, f"the controller exited {ctl.proc.returncode}:\n{ctl.tail()}"
@@ -132,6 +143,11 @@ def kill_at(run: Rollout, point: str, outage: float, rng: random.Random, timeout
                 break
             time.sleep(0.02)
             continue
+        stamp = (_mtime(run.db), _mtime(run.dir))
+        if stamp == seen:   # nothing written since the last look: no query (and no lock) on the store
+            time.sleep(0.001)
+            continue
+        seen = stamp
         action = pending_action(run.db)
         if action is not None and action["id"] not in stale:
             st = local_state(run.dir)
@@ -143,7 +159,6 @@ def kill_at(run: Rollout, point: str, outage: float, rng: random.Random, timeout
                 break
         elif point == "mid-reload" and local_state(run.dir).get("pending"):
             break       # a resumed action's reload is a reload too
-        time.sleep(0.002)
     ctl.kill()
     where, aid = classify(run)
     hit = {"asked": point, "hit": where, "action": aid, "after_start_s": round(time.monotonic() - ctl.started_at, 2),
