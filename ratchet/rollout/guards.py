@@ -163,7 +163,7 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
     Block rate and error rate are judged with confidence sequences (anytime-valid: the
     controller may look after every decision without inflating false rollbacks), block
     rates with Holm's correction over the slices judged (see ratchet.evaluate.stats)."""
-    use = set(names) if names is not None else {"block_rate", "error_rate", "p99_latency_ms"}
+    use = set(names) if names is not None else {"block_rate", "error_rate", "p99_latency_ms", "missing_features"}
     stats: RoleStats = obs.role(role)
     checks: list[Check] = []
     br = guards.block_rate
@@ -173,25 +173,23 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
             checks += _block_rate_checks(counts, role, br)
         else:
             checks.append(Check("block_rate", "not_judged", f"block rate not judged (no {role} decisions yet)"))
+    unit = (br or BlockRateGuard()).min_support
     if guards.max_error_rate is not None and "error_rate" in use:
-        mx = guards.max_error_rate
         if stats.decisions == 0:
             checks.append(Check("error_rate", "not_judged", f"error rate not judged (no {role} decisions)"))
         else:
-            rate = stats.error_rate
-            t = np.array([float(stats.decisions)])
-            unit = (br or BlockRateGuard()).min_support
-            se = rate_se(np.array([stats.errors]), t)
-            interval_at = _cs_interval(np.array([rate]), se, t, unit)
-            _, p_fail = symmetric_p(np.array([rate]), se, np.array([-np.inf]), np.array([mx]),
-                                    lambda x: cs_alpha_at(x, t, TUNE_FACTOR * unit))
-            fail = bool(p_fail[0] <= 1.0 - guards.confidence)
-            low, _ = interval_at(np.array([z_two_sided(guards.confidence)]))
-            checks.append(Check("error_rate", "fail" if fail else "pass",
-                                f"error rate {rate:.2%} {'>' if fail else '≤'} {mx:.2%}",
-                                excess=(rate - mx) / mx if mx > 0 else rate,
-                                evidence={"errors": stats.errors, "decisions": stats.decisions,
-                                          "cs_low": round(float(low[0]), 6), "p_fail": round(float(p_fail[0]), 6)}))
+            checks.append(_rate_check("error_rate", "error rate", stats.errors, stats.decisions,
+                                      guards.max_error_rate, unit, guards.confidence, "errors"))
+    if guards.missing_features and "missing_features" in use and role in obs.missing:
+        n, counts = obs.missing[role]
+        for name in guards.missing_features:
+            if n < guards.missing_min_decisions:
+                checks.append(Check(f"missing[{name}]", "not_judged", f"{name} missing not judged "
+                                    f"({n} < {guards.missing_min_decisions} {role} decisions)"))
+            else:
+                checks.append(_rate_check(f"missing[{name}]", f"{name} missing in", counts.get(name, 0), n,
+                                          guards.max_missing_rate, guards.missing_min_decisions, guards.confidence,
+                                          "missing"))
     if guards.max_p99_latency_ms is not None and "p99_latency_ms" in use:
         mx = guards.max_p99_latency_ms
         if stats.p99_latency_ms is None or stats.decisions < guards.latency_min_decisions:
@@ -204,6 +202,23 @@ def judge(obs: Observations, role: str, guards: Guards, names: tuple[str, ...] |
                                 f"p99 latency {p99:.0f} ms {'>' if fail else '≤'} {mx:.0f} ms",
                                 excess=(p99 - mx) / mx if mx > 0 else p99, evidence={"p99_ms": round(p99, 2)}))
     return GuardVerdict(role=role, decisions=stats.decisions, checks=tuple(checks))
+
+
+def _rate_check(name: str, what: str, events: int, decisions: int, mx: float, unit: int, confidence: float,
+                noun: str) -> Check:
+    """Breached when the rate's confidence sequence lies entirely above `mx` (anytime-valid)."""
+    rate = events / decisions
+    t = np.array([float(decisions)])
+    se = rate_se(np.array([events]), t)
+    interval_at = _cs_interval(np.array([rate]), se, t, unit)
+    _, p_fail = symmetric_p(np.array([rate]), se, np.array([-np.inf]), np.array([mx]),
+                            lambda x: cs_alpha_at(x, t, TUNE_FACTOR * unit))
+    fail = bool(p_fail[0] <= 1.0 - confidence)
+    low, _ = interval_at(np.array([z_two_sided(confidence)]))
+    return Check(name, "fail" if fail else "pass", f"{what} {rate:.2%} {'>' if fail else '≤'} {mx:.2%}",
+                 excess=(rate - mx) / mx if mx > 0 else rate,
+                 evidence={noun: events, "decisions": decisions, "cs_low": round(float(low[0]), 6),
+                           "p_fail": round(float(p_fail[0]), 6)})
 
 
 # ---- counting a decision log -------------------------------------------------------------

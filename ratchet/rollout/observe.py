@@ -43,6 +43,13 @@ class DecisionLogTail:
         self._parts: dict[str, Any] = {}
         self._frame = None
 
+    def want(self, features: Sequence[str]) -> None:
+        """Also pull these features out of the log (files already read are read again)."""
+        more = tuple(f for f in features if f not in self.features)
+        if more:
+            self.features += more
+            self._parts, self._frame = {}, None
+
     def frame(self):  # noqa: ANN201 - pandas DataFrame
         import pandas as pd
         import pyarrow.compute as pc
@@ -149,6 +156,9 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
     cohort = plan.canary.cohort
     keys = [per, *(k for k, _ in cohort or ())]
     needs = review_needs(plan.shadow.contract) if plan.shadow.contract else (0, 0, 0)
+    guarded = plan.guards.missing_features
+    if guarded and isinstance(tail, DecisionLogTail):
+        tail.want(guarded)
 
     def since(log, t: datetime | None):  # noqa: ANN001, ANN202
         return log if t is None else log[(pd.to_datetime(log["ts"], utc=True) >= pd.Timestamp(t)).to_numpy()]
@@ -176,9 +186,26 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
                                     ("shadow", shadow_cards.block_counts.get("shadow"))) if v}
         return Observations(roles=roles, block_counts=blocks, shadow_review=review,
                             window_start=windows["canary"].isoformat() if windows.get("canary") else None, per=per,
-                            served_from=served_from)
+                            served_from=served_from, missing=missing_counts(cw, guarded))
 
     return observe
+
+
+def missing_counts(window, features: Sequence[str]) -> dict[str, tuple[int, dict[str, int]]]:  # noqa: ANN001
+    """Per served role: (answered decisions, {feature: those whose request had no value for it}).
+    A log without a feature's values (an exported file without the column) says nothing about it."""
+    from ratchet.rollout.guards import _errors
+
+    have = [f for f in features if f in window.columns]
+    if not have or not len(window):
+        return {}
+    ok = window[~_errors(window)]
+    out: dict[str, tuple[int, dict[str, int]]] = {}
+    for role in ("production", "canary"):
+        rows = ok[(ok["role"] == role).to_numpy()]
+        if len(rows):
+            out[role] = (len(rows), {f: int(rows[f].isna().sum()) for f in have})
+    return out
 
 
 def _knows_generations(fact: DeploymentState, log) -> bool:  # noqa: ANN001

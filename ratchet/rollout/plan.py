@@ -81,6 +81,11 @@ class Guards:
     max_p99_latency_ms: float | None = None
     latency_min_decisions: int = 200
     confidence: float = 0.95
+    #: features whose share of decisions without a value (absent or null in the request) may not
+    #: credibly exceed max_missing_rate on the canary's decisions; () disables the check
+    missing_features: tuple[str, ...] = ()
+    max_missing_rate: float = 0.05
+    missing_min_decisions: int = 200
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,19 @@ class LatencyFile(FileModel):
         return self
 
 
+class MissingFeaturesFile(FileModel):
+    features: list[str]
+    max_rate: _number(lo=0, hi=1) = 0.05
+    min_decisions: _number(lo=1, whole=True) = 200
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+            raise fail(f"expected a non-empty list of feature names, got {v!r}")
+        return v
+
+
 class GuardsFile(FileModel):
     """Label-free checks on live decisions; `block_rate: false` turns that one off, a
     missing error_rate or p99_latency_ms leaves it off."""
@@ -234,6 +252,7 @@ class GuardsFile(FileModel):
     block_rate: BlockRateFile | Literal[False] = BlockRateFile()
     error_rate: ErrorRateFile | None = None
     p99_latency_ms: LatencyFile | None = None
+    missing_features: MissingFeaturesFile | None = None
     confidence: _number(lo=0.5, hi=0.9999) = 0.95
 
     @field_validator("block_rate", mode="before")
@@ -363,6 +382,13 @@ def _messages(p: Problem) -> str | None:
     return None
 
 
+def _missing_guard(m: MissingFeaturesFile | None) -> dict[str, Any]:
+    if m is None:
+        return {}
+    return {"missing_features": tuple(dict.fromkeys(m.features)), "max_missing_rate": float(m.max_rate),
+            "missing_min_decisions": int(m.min_decisions)}
+
+
 def _build(doc: YamlDoc) -> RolloutPlan:
     f = validate(doc, PlanFile, _messages)
     scale = f.time_scale
@@ -393,7 +419,7 @@ def _build(doc: YamlDoc) -> RolloutPlan:
     guards = Guards(block_rate=block, max_error_rate=None if g.error_rate is None else g.error_rate.max,
                     max_p99_latency_ms=None if g.p99_latency_ms is None else g.p99_latency_ms.max,
                     latency_min_decisions=200 if g.p99_latency_ms is None else g.p99_latency_ms.min_decisions,
-                    confidence=g.confidence)
+                    confidence=g.confidence, **_missing_guard(g.missing_features))
     return RolloutPlan(mode=f.mode, interval=f.interval, shadow=shadow, canary=CanaryPhase(steps=steps, cohort=cohort),
                        guards=guards, name=str(f.name), path=doc.path)
 

@@ -232,6 +232,8 @@ class Observations:
     #: a step's hold counts from there, not from when it was planned. None: nothing decided under it
     #: yet (hold not started). Role absent: the observer cannot tell (no generations), planned time counts.
     served_from: dict[str, str | None] = field(default_factory=dict)
+    #: role -> (served decisions, {feature: decisions whose request had no value for it})
+    missing: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
 
     def role(self, name: str) -> RoleStats:
         return self.roles.get(name, RoleStats())
