@@ -153,7 +153,9 @@ def test_service_killed_mid_canary_and_restarted_with_its_original_command_resum
     assert report.ok > 2000 and {"production", "canary"} <= set(report.roles), report.summary()
     check = check_decision_log(log_dir, report.ok_ids)
     print(check.text(), f"({int(recovered)} rows recovered from the journal)")
-    assert check.exactly_once, check.text()
+    # a decision journaled just before the kill whose answer never went out is kept by design
+    # (README, Reliability): at most one per request in flight, the replay's 3 connections
+    assert not any(check.duplicated.values()) and check.missing == 0 and check.unexpected <= 3, check.text()
     # ... and the journal mattered: rows answered by the dead process but not in its committed files
     assert recovered > 0, recovered
     print(f"{rows_at_kill} rows committed at the kill, journal {journal}")

@@ -116,3 +116,19 @@ def test_shadow_hold_counts_from_its_first_shadow_decision() -> None:
     cw, served = serving_window(sw.iloc[:0], sw, DeploymentState(production=1, shadow=3, generation=4))
     assert served == {"shadow": APPLIED.isoformat()}
     assert len(cw) == 0
+
+
+def test_a_restarted_service_counting_generations_from_1_again_is_not_mixed_up(tmp_path: Path) -> None:
+    """The dead process served 25% as generation 2; the restarted one serves 50% as generation 2
+    too, since `serving_since`: only the new process's rows count."""
+    restart = APPLIED + timedelta(seconds=10)
+    rows = _rows(PLANNED, 20, generation=2) + _rows(restart, 3, generation=2)
+    for r in rows[: 20 * 20]:
+        r["request_id"] = "old-" + r["request_id"]
+        r["transaction_id"] = "old-" + r["transaction_id"]
+    path = tmp_path / "decisions.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    fact = replace(FACT, generation=2, serving_since=restart.isoformat())
+    obs = live_observer(DecisionLogFile(path), PLAN)(fact, {"canary": PLANNED, "shadow": None})
+    assert obs.served_from["canary"] == restart.isoformat()
+    assert obs.role("canary").decisions == 30

@@ -229,7 +229,8 @@ def serving_window(cw, sw, fact: DeploymentState):  # noqa: ANN001, ANN201 - pan
     that generation only, and its hold counts from the first of them. The shadow's evidence is
     not cut (a canary step of another version reloads the service, the shadow model stays): its
     hold counts from its version's first shadow decision in its window. A service restarted on
-    the same configuration starts a new generation: its step's hold starts again (the stricter
+    the same configuration starts a new generation (numbered from 1 again: the rows must also be
+    decided after the backend's `serving_since`): its step's hold starts again (the stricter
     reading). Without generations (a backend that cannot tell, an exported log without the
     column) the windows stay as given and served_from is empty."""
     import pandas as pd
@@ -242,7 +243,10 @@ def serving_window(cw, sw, fact: DeploymentState):  # noqa: ANN001, ANN201 - pan
         return pd.to_datetime(rows["ts"], utc=True).min().isoformat() if len(rows) else None
 
     if fact.canary is not None and len(cw):
-        cw = cw[(pd.to_numeric(cw["config_generation"], errors="coerce") == fact.generation).to_numpy()]
+        keep = pd.to_numeric(cw["config_generation"], errors="coerce") == fact.generation
+        if fact.serving_since is not None:  # a restarted process counts from 1 again: not its rows
+            keep &= pd.to_datetime(cw["ts"], utc=True) >= pd.Timestamp(fact.serving_since)
+        cw = cw[keep.to_numpy()]
         served["canary"] = first(cw)
     elif fact.canary is not None:
         served["canary"] = None

@@ -51,6 +51,8 @@ class DeploymentState:
     restored_revision: str | None = None  # set by a backend that recognises an undo to an older revision
     generation: int | None = None        # the service's configuration generation now serving (the decision
     #                                      log's config_generation); None when the backend cannot tell
+    serving_since: str | None = None     # when the service began serving that generation (its clock, ISO):
+    #                                      a restarted service counts generations from 1 again
 
     def content(self) -> DeploymentState:
         """Only what the service runs: no revision or bookkeeping; canary-less states normalised."""

@@ -18,6 +18,7 @@ import gc
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -78,6 +79,9 @@ class Snapshot:
         s = self.stages
         return {**s.to_dict(), "fingerprint": s.fingerprint(), "generation": self.generation,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+                # when this process began serving this generation, to the microsecond: generations
+                # start again at 1 in a restarted process, so (generation, serving_since) names one
+                "serving_since": datetime.fromtimestamp(self.loaded_at, timezone.utc).isoformat(),
                 "asked": self.asked.to_dict(), "reason": self.reason,
                 "models": {role: m.describe() for role, m in
                            (("production", self.production), ("canary", self.canary), ("shadow", self.shadow)) if m},

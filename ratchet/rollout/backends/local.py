@@ -217,11 +217,11 @@ class LocalProcessBackend:
                 st["pending"] = None
             self._save(st)
         last = st["history"][-1] if st["history"] else None
-        generation = cfg.get("generation")
+        generation, since = cfg.get("generation"), cfg.get("serving_since")
         if self._restarted_elsewhere(cfg, running, st, last):
             # a crashed and restarted service came back on its start-up flags, not on what
             # ratchet applied: a crash is not a decision, so bring back the last revision
-            running, generation = self._restore(DeploymentState.from_dict(last["content"]), last["revision"])
+            running, generation, since = self._restore(DeploymentState.from_dict(last["content"]), last["revision"])
         restored = None
         if last is not None and last["fingerprint"] == running.fingerprint():
             revision = str(last["revision"])
@@ -230,7 +230,7 @@ class LocalProcessBackend:
             restored = restored_revision(st["history"], running.fingerprint())
         return DeploymentState(running.production, running.canary, running.canary_weight, running.shadow,
                                running.cohort, revision=revision, applied=st.get("applied"),
-                               restored_revision=restored, generation=generation)
+                               restored_revision=restored, generation=generation, serving_since=since)
 
     @staticmethod
     def _restarted_elsewhere(cfg: dict[str, Any], running: DeploymentState, st: dict[str, Any],
@@ -239,15 +239,16 @@ class LocalProcessBackend:
         return (cfg.get("reason") == RESTART_REASON and last is not None and st.get("applied") == last["fingerprint"]
                 and running.fingerprint() != last["fingerprint"] and last.get("content") is not None)
 
-    def _restore(self, want: DeploymentState, revision: int) -> tuple[DeploymentState, int | None]:
+    def _restore(self, want: DeploymentState, revision: int) -> tuple[DeploymentState, int | None, str | None]:
         """Reload a restarted service to revision `revision` (what ratchet last applied); what it
-        runs then and its configuration generation."""
+        runs then, its configuration generation and since when it serves it."""
         r = self.client.post("/admin/reload", json=reload_body(want, f"{RESTORE_REASON} {revision}"),
                              timeout=self.reload_timeout)
         if r.status_code != 200:
             raise BackendUnavailable(f"{self.url} restarted on other flags and refused the reload back to revision "
                                      f"{revision} ({want.fingerprint()}): {r.status_code} {r.text[:300]}")
-        return state_from_config(r.json()), r.json().get("generation")
+        body = r.json()
+        return state_from_config(body), body.get("generation"), body.get("serving_since")
 
     def apply(self, target: DeploymentState, change_cause: str) -> DeploymentState:
         want = target.content()
