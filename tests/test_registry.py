@@ -170,3 +170,28 @@ def test_a_booster_without_feature_names_gets_a_matrix_signature(registry, tmp_p
     v = registry.register(record(str(save_model(booster, tmp_path / "unnamed"))))
     sig = mlflow.models.get_model_info(f"models:/fraud/{v}").signature
     assert sig.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 2)}}]
+
+
+def test_signature_columns_are_required_as_the_decision_service_requires_them(registry, tmp_path):
+    """Required: every feature but the spec's missing_features.allowed (the service's 422 rule);
+    a release whose spec is no ratchet spec of these features marks every column optional."""
+    import dataclasses
+
+    import mlflow
+
+    names = ["amount", "hour_of_day", "seconds_since_card_prev"]
+    x = np.random.default_rng(2).random((80, 3))
+    booster = xgb.train({"objective": "binary:logistic"},
+                        xgb.DMatrix(x, label=(x[:, 0] > 0.5).astype(int), feature_names=names), 2)
+    path = str(save_model(booster, tmp_path / "named"))
+
+    def required(spec_yaml):
+        v = registry.register(dataclasses.replace(record(path), spec_yaml=spec_yaml))
+        cols = mlflow.models.get_model_info(f"models:/fraud/{v}").signature.inputs.to_dict()
+        return {c["name"]: c["required"] for c in cols}
+
+    spec = "name: t\nfeatures: [amount, hour_of_day, seconds_since_card_prev]\n"
+    assert required(spec) == {"amount": True, "hour_of_day": True, "seconds_since_card_prev": False}
+    assert required(spec + "missing_features:\n  allowed: [hour_of_day]\n") == {
+        "amount": True, "hour_of_day": False, "seconds_since_card_prev": True}
+    assert required("name: t\n") == dict.fromkeys(names, False)

@@ -71,17 +71,35 @@ class ReleaseRecord:
     example_rows: str = ""
 
 
-def model_signature(features: list[str], n_features: int):  # -> mlflow.models.ModelSignature
-    """What the UI shows as the model's schema: one float32 column per feature, in the booster's
-    order (a NaN is a missing value, which XGBoost routes), and the fraud score out (float32).
-    A booster without feature names (not trained by ratchet) gets a float32 matrix of its width."""
+def model_signature(features: list[str], n_features: int, optional: frozenset[str] | None = None):
+    """What the UI shows as the model's schema (-> mlflow.models.ModelSignature): one float32
+    column per feature, in the booster's order, and the fraud score out (float32). A column is
+    required as the decision service requires it: all but the spec's missing_features.allowed
+    (`optional`); with no policy (None) every column is optional, as the service then treats
+    them. A NaN is a missing value, which XGBoost routes. A booster without feature names (not
+    trained by ratchet) gets a float32 matrix of its width."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
-    inputs = (Schema([ColSpec(DataType.float, f) for f in features]) if features
+    inputs = (Schema([ColSpec(DataType.float, f, required=optional is not None and f not in optional)
+                      for f in features]) if features
               else Schema([TensorSpec(np.dtype(np.float32), (-1, n_features))]))
     return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "score")]))
+
+
+def missing_allowed(spec_yaml: str, features: list[str]) -> frozenset[str] | None:
+    """The features the release's spec lets a request leave out (missing_features.allowed);
+    None when the text is no ratchet spec of these features (the service's rule, see
+    ratchet.serving.models)."""
+    from ratchet.errors import SpecError
+    from ratchet.train.spec import parse_spec
+
+    try:
+        spec = parse_spec(spec_yaml, "release/spec.yaml")
+    except SpecError:
+        return None
+    return frozenset(spec.missing_allowed) if set(spec.features) == set(features) else None
 
 
 def input_example(path: str, features: list[str], rows: int = EXAMPLE_ROWS):  # -> pandas.DataFrame
@@ -241,6 +259,7 @@ class Registry:
             raise RegistryError(f"{release.model_path} carries no feature names, so the columns of "
                                 f"{release.example_rows} cannot be matched to it for the input example")
         example = input_example(release.example_rows, features) if release.example_rows else None  # before the run
+        signature = model_signature(features, booster.num_features(), missing_allowed(release.spec_yaml, features))
         exp_id = self._experiment_id()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -268,7 +287,7 @@ class Registry:
                         mlflow.log_artifact(local, artifact_path=dest)
                 info = mlflow.xgboost.log_model(booster, name="model", model_format="ubj",
                                                 pip_requirements=MODEL_PIP_REQUIREMENTS,
-                                                signature=model_signature(features, booster.num_features()),
+                                                signature=signature,
                                                 input_example=example)
             mv = mlflow.register_model(info.model_uri, self.model_name)
         version = int(mv.version)
