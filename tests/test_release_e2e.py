@@ -69,6 +69,14 @@ def test_bootstrap_release_goes_to_production(world, released):
     tags = reg.tags(1)
     assert tags["state"] == "production" and len(tags["spec_hash"]) == 64 and tags["data_hash"]
     assert int(tags["data_rows"]) > 0 and tags["code_revision"]
+    # the MLflow UI shows the version's signature and an input example from the test window
+    import mlflow
+
+    mlflow.set_tracking_uri(world["uri"])
+    info = mlflow.models.get_model_info("models:/fraud/1")
+    assert info.signature is not None and len(info.signature.inputs.inputs) == \
+        len(reg.load_booster(1).feature_names)
+    assert info.saved_input_example_info is not None
 
 
 def test_second_release_is_gated_against_production(world, released):

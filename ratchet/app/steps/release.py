@@ -287,6 +287,7 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
             seed=spec.seed, params=params, threshold=evaluation["metrics"].get("threshold"),
             extra_artifacts={**({"reports": str(ev_dir / "reports")} if (ev_dir / "reports").is_dir() else {}),
                              **suggestion_files(ev_dir, Path(report_dir) / "thresholds-artifacts")},
+            example_rows=_example_file(ts.get("test_path")),
         )
         registry = Registry(tracking_uri, model_name)
         version = registry.register(record)
@@ -307,6 +308,20 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
         print(f"[ratchet] registered {model_name} version {version} ({'candidate' if record.passed else 'rejected'})",
               flush=True)
         return version
+
+
+def _example_file(test_path: str | None) -> str:
+    """A Parquet file of the test window with rows (Spark writes a folder of parts), for the
+    version's input example; "" when there is none."""
+    import pyarrow.parquet as pq
+
+    if not test_path or not Path(test_path).exists():
+        return ""
+    p = Path(test_path)
+    for part in ([p] if p.is_file() else sorted(p.glob("*.parquet"))):
+        if pq.ParquetFile(part).metadata.num_rows > 0:
+            return str(part)
+    return ""
 
 
 def promote_step(version: int, stage: str, tracking_uri: str, model_name: str, report_dir: str) -> None:
