@@ -166,7 +166,7 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
     def observe(fact: DeploymentState, windows: dict[str, datetime | None]) -> Observations:
         log = once_per_payment(tail.frame())
         if not len(log):
-            return Observations(per=per, served_from=_nothing_served(fact, log))
+            return Observations(per=per, served_from=serving_window(log, log, fact)[1])
         cw, sw = since(log, windows.get("canary")), since(log, windows.get("shadow"))
         cw, served_from = serving_window(cw, sw, fact)
         canary = observe_decisions(cw, per=per, cohort=cohort)
@@ -208,16 +208,6 @@ def missing_counts(window, features: Sequence[str]) -> dict[str, tuple[int, dict
     return out
 
 
-def _knows_generations(fact: DeploymentState, log) -> bool:  # noqa: ANN001
-    return fact.generation is not None and "config_generation" in log.columns
-
-
-def _nothing_served(fact: DeploymentState, log) -> dict[str, str | None]:  # noqa: ANN001
-    if fact.generation is None:
-        return {}
-    return {role: None for role, v in (("canary", fact.canary), ("shadow", fact.shadow)) if v is not None}
-
-
 def serving_window(cw, sw, fact: DeploymentState):  # noqa: ANN001, ANN201 - pandas DataFrames
     """The canary window cut to the configuration generation now serving, and when each role's
     current step first decided (Observations.served_from).
@@ -235,7 +225,7 @@ def serving_window(cw, sw, fact: DeploymentState):  # noqa: ANN001, ANN201 - pan
     column) the windows stay as given and served_from is empty."""
     import pandas as pd
 
-    if not _knows_generations(fact, cw if len(cw) else sw):
+    if fact.generation is None or "config_generation" not in cw.columns:
         return cw, {}
     served: dict[str, str | None] = {}
 
