@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic import (
+    BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator, model_validator,
+)
 
 from ratchet.data import columns as C
 from ratchet.data.spec import (  # noqa: F401 - re-exported: the data sections are imported from here too
@@ -25,16 +27,40 @@ from ratchet.data.spec import (  # noqa: F401 - re-exported: the data sections a
     SparkFile, SparkSpec, SpecSection, Windows, WindowsFile, _day, _filters, feature_needs, known_features, or_empty,
     typed,
 )
-from ratchet.yamlfile import YamlDoc, fail, load_yaml, parse_yaml, validate
+from ratchet.yamlfile import Problem, YamlDoc, default_message, fail, load_yaml, parse_yaml, validate
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop boosting once eval_metric on the validation tail (the train window's latest rows
+    by ts: the last `validation_days` days, else the last `validation_fraction` of its rows)
+    has not improved for `rounds` rounds."""
+
+    rounds: int = 30
+    validation_days: float | None = None
+    validation_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class Search:
+    """A grid over a few XGBoost parameters (declared order), at most max_trials fits."""
+
+    grid: tuple[tuple[str, tuple[Any, ...]], ...]
+    max_trials: int = 8
 
 
 @dataclass(frozen=True)
 class XGBoostSpec:
-    """XGBoost parameters (tree_method is always hist) and boosting rounds."""
+    """XGBoost parameters (tree_method is always hist) and boosting rounds; optionally early
+    stopping, a parameter search and class weighting (ratchet.train.trainer does them)."""
 
     params: dict[str, Any] = field(default_factory=dict)
     num_boost_round: int = 200
     distributed: bool = False
+    early_stopping: EarlyStopping | None = None
+    #: None, "balanced" (scale_pos_weight = negatives / positives of the train window) or a number
+    class_weight: str | float | None = None
+    search: Search | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,9 @@ class TrainingSpec:
         recipe = self.to_dict()
         recipe.pop("spark")  # where it runs, not what it builds
         recipe.pop("missing_allowed")  # what the service accepts, not what is built
+        for key in ("early_stopping", "class_weight", "search"):  # off: hashes from before these keys stay equal
+            if recipe["xgboost"][key] is None:
+                recipe["xgboost"].pop(key)
         blob = json.dumps(recipe, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -122,24 +151,108 @@ XGBOOST_PARAMS: frozenset[str] = frozenset({
 
 
 # ---- the file ------------------------------------------------------------------------
+_NONNEG_PARAMS = ("max_depth", "eta", "subsample", "colsample_bytree", "min_child_weight", "scale_pos_weight")
+
+
+def _unknown_param(k: Any, names: list[str], *path: str | int) -> Exception:
+    close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "see XGBoost's parameter list (doc/parameter.rst)"
+    return fail(f"unknown XGBoost parameter {k!r}: {hint}", *path, k)
+
+
+def _nonneg(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
 def _params(value: Any) -> dict[str, Any]:
     params = value or {}
     if not isinstance(params, dict):
         raise fail("expected a mapping of XGBoost parameters")
     for k in params:
         if k not in XGBOOST_PARAMS:
-            close = difflib.get_close_matches(str(k), sorted(XGBOOST_PARAMS), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else "see XGBoost's parameter list (doc/parameter.rst)"
-            raise fail(f"unknown XGBoost parameter {k!r}: {hint}", k)
+            raise _unknown_param(k, sorted(XGBOOST_PARAMS))
     if params.get("tree_method", "hist") != "hist":
         raise fail("ratchet trains with tree_method: hist only", "tree_method")
-    for k in ("max_depth", "eta", "subsample", "colsample_bytree", "min_child_weight", "scale_pos_weight"):
-        if k in params and (isinstance(params[k], bool) or not isinstance(params[k], (int, float)) or params[k] < 0):
+    for k in _NONNEG_PARAMS:
+        if k in params and not _nonneg(params[k]):
             raise fail(f"expected a non-negative number, got {params[k]!r}", k)
     return dict(params)
 
 
 _NONNEG = {"type": "number", "minimum": 0}
+
+#: Parameters a search may not vary: they fix what is trained (hist, the objective and its
+#: metric, the seed) or only how fast (threads), never the model's quality.
+NOT_SEARCHED: frozenset[str] = frozenset({
+    "tree_method", "objective", "eval_metric", "seed", "random_state", "nthread", "n_jobs", "device", "verbosity",
+    "validate_parameters", "disable_default_eval_metric", "num_class", "booster"})
+SEARCHABLE: tuple[str, ...] = tuple(sorted(XGBOOST_PARAMS - NOT_SEARCHED))
+
+
+def _search(value: Any) -> Search | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail("expected a mapping parameter: [values to try], e.g. {max_depth: [4, 6], max_trials: 8}")
+    grid: list[tuple[str, tuple[Any, ...]]] = []
+    max_trials = Search.__dataclass_fields__["max_trials"].default
+    for k, values in value.items():
+        if k == "max_trials":
+            if isinstance(values, bool) or not isinstance(values, int) or values <= 0:
+                raise fail(f"expected a positive integer (the most fits the search makes), got {values!r}", k)
+            max_trials = values
+            continue
+        if k not in XGBOOST_PARAMS:
+            raise _unknown_param(k, [*SEARCHABLE, "max_trials"])
+        if k in NOT_SEARCHED:
+            raise fail(f"{k} is not searched: it fixes what is trained, or only how fast", k)
+        if not isinstance(values, list) or not values:
+            raise fail(f"expected a non-empty list of values to try, got {values!r}", k)
+        for i, v in enumerate(values):
+            if not isinstance(v, (int, float, str)) or (k in _NONNEG_PARAMS and not _nonneg(v)):
+                raise fail(f"expected a {'non-negative number' if k in _NONNEG_PARAMS else 'number or string'}, "
+                           f"got {v!r}", k, i)
+        if len({repr(v) for v in values}) != len(values):
+            raise fail("a value is listed twice", k)
+        grid.append((str(k), tuple(values)))
+    if not grid:
+        raise fail("name at least one XGBoost parameter to search, e.g. max_depth: [4, 6]")
+    return Search(tuple(grid), max_trials)
+
+
+def _class_weight(value: Any) -> str | float | None:
+    if value is None or value == "none":
+        return None
+    if value == "balanced":
+        return value
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0:
+        return float(value)
+    raise fail(f"expected none, balanced or a positive number (XGBoost's scale_pos_weight), got {value!r}")
+
+
+class EarlyStoppingFile(SpecSection):
+    """xgboost.early_stopping: stop once the validation tail's eval_metric has not improved for
+    `rounds` rounds. The tail is the train window's latest rows by ts: the last
+    validation_days days, or the last validation_fraction of its rows (default 0.2)."""
+
+    rounds: typed(int, positive=True) = 30
+    validation_days: typed(float, positive=True) = None
+    validation_fraction: typed(float, positive=True) = None
+
+    @model_validator(mode="after")
+    def _one_tail(self) -> "EarlyStoppingFile":
+        if self.validation_days is not None and self.validation_fraction is not None:
+            raise fail("give validation_days or validation_fraction, not both", "validation_fraction")
+        if self.validation_fraction is not None and self.validation_fraction >= 1:
+            raise fail(f"expected a fraction below 1 of the train window's rows, got {self.validation_fraction!r}",
+                       "validation_fraction")
+        return self
+
+    def value(self) -> EarlyStopping:
+        fraction = self.validation_fraction
+        if self.validation_days is None and fraction is None:
+            fraction = 0.2
+        return EarlyStopping(self.rounds, self.validation_days, fraction)
 
 
 class XGBoostFile(SpecSection):
@@ -149,8 +262,49 @@ class XGBoostFile(SpecSection):
             "tree_method": {"const": "hist"}, "max_depth": _NONNEG, "eta": _NONNEG, "subsample": _NONNEG,
             "colsample_bytree": _NONNEG, "min_child_weight": _NONNEG, "scale_pos_weight": _NONNEG},
         "propertyNames": {"enum": sorted(XGBOOST_PARAMS)}})] = {}
-    num_boost_round: typed(int, positive=True) = 200
+    num_boost_round: typed(int, positive=True) = 200  # with early_stopping: the most rounds
     distributed: typed(bool) = False
+    early_stopping: EarlyStoppingFile | None = None  # off when absent
+    class_weight: Annotated[Any, PlainValidator(_class_weight), WithJsonSchema({
+        "anyOf": [{"enum": ["none", "balanced"]}, {"type": "number", "exclusiveMinimum": 0}]})] = None
+    # off when absent; needs early_stopping, whose validation tail scores the trials
+    search: Annotated[Any, PlainValidator(_search), WithJsonSchema({
+        "type": "object", "minProperties": 1,
+        "properties": {"max_trials": {"type": "integer", "exclusiveMinimum": 0}},
+        "propertyNames": {"enum": [*SEARCHABLE, "max_trials"]},
+        "additionalProperties": {"type": "array", "minItems": 1, "items": {"type": ["number", "string"]}}})] = None
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "XGBoostFile":
+        if self.distributed:
+            for key in ("early_stopping", "class_weight", "search"):
+                if getattr(self, key) is not None:
+                    raise fail(f"{key} trains in one process; drop it or set xgboost.distributed: false", key)
+        if self.class_weight is not None and "scale_pos_weight" in self.params:
+            raise fail("class_weight sets scale_pos_weight; drop one of them", "class_weight")
+        if self.search is not None:
+            if self.early_stopping is None:
+                raise fail("the search scores each trial on early_stopping's validation tail; "
+                           "add xgboost.early_stopping (e.g. {validation_days: 2, rounds: 30})", "search")
+            for k, _ in self.search.grid:
+                if k in self.params or (k == "scale_pos_weight" and self.class_weight is not None):
+                    raise fail(f"{k} is both set ({'xgboost.params' if k in self.params else 'class_weight'}) "
+                               "and searched; keep it in one place", "search", k)
+        return self
+
+    def value(self, seed: int) -> XGBoostSpec:
+        return XGBoostSpec(params={**DEFAULT_PARAMS, **self.params, "seed": seed},
+                           num_boost_round=self.num_boost_round, distributed=self.distributed,
+                           early_stopping=None if self.early_stopping is None else self.early_stopping.value(),
+                           class_weight=self.class_weight, search=self.search)
+
+
+def _messages(p: Problem) -> str | None:
+    """An unknown key under xgboost: also the closest allowed name (num_boost_rounds -> num_boost_round)."""
+    if p.kind != "unknown_key" or p.keypath[:1] != ("xgboost",):
+        return None
+    close = difflib.get_close_matches(str(p.ctx["key"]), sorted(p.ctx["allowed"]), n=1, cutoff=0.6)
+    return default_message(p) + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def _features(value: Any) -> tuple[str, ...]:
@@ -215,10 +369,8 @@ class SpecFile(SpecSection):
 
 def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
     """Validate a parsed spec document and build the TrainingSpec."""
-    f = validate(doc, SpecFile)
-    x = f.xgboost
-    xgb = XGBoostSpec(params={**DEFAULT_PARAMS, **x.params, "seed": f.seed}, num_boost_round=x.num_boost_round,
-                      distributed=x.distributed)
+    f = validate(doc, SpecFile, _messages)
+    xgb = f.xgboost.value(f.seed)
     return TrainingSpec(name=Path(doc.path).stem if f.name is None else f.name, label=f.label, features=f.features,
                         dataset=f.dataset.value(), windows=f.windows.value(), filters=tuple(f.filters), xgboost=xgb,
                         checks=f.checks.value(), seed=f.seed, spark=f.spark.value(), source_path=doc.path,

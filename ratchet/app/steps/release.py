@@ -22,6 +22,7 @@ from ratchet.errors import RatchetError, RegistryError
 FAILURE_FILE = "failure.json"
 SUMMARY_FILE = "release.json"
 GATE_FILE = "gate.json"
+TRAINING_FILE = "training.json"  # next to the model: what early stopping, the search and class_weight chose
 
 
 @contextlib.contextmanager
@@ -176,8 +177,10 @@ def train_step(train_path: str, spec_yaml: str, spec_name: str, model_out: str, 
                 frame = frame.sort_values("transaction_id", kind="stable", ignore_index=True)
             result = train_model(frame, spec)
         path = save_model(result.booster, model_out)
+        # what early stopping, the search and class_weight chose, for register_step to log with the version
+        path.with_name(TRAINING_FILE).write_text(json.dumps(result.training, indent=2, default=str))
         info = {"model_path": str(path), "rows": result.rows, "positives": result.positives,
-                "seconds": round(result.seconds, 2), "features": list(result.features)}
+                "seconds": round(result.seconds, 2), "features": list(result.features), "training": result.training}
         print(f"[ratchet] trained on {result.rows:,} rows ({result.positives:,} fraud) in {result.seconds:.1f}s",
               flush=True)
         return info
@@ -247,6 +250,19 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
         return evaluation.passed
 
 
+def training_params(training: dict[str, Any]) -> dict[str, Any]:
+    """The train step's record (TrainResult.training) as the version's `train_*` params; the
+    whole record, every search trial included, is logged as training/training.json."""
+    out = {f"train_{k}": training[k] for k in ("rounds", "class_weight", "scale_pos_weight", "best_iteration",
+                                                "stopped_early") if training.get(k) is not None}
+    if "metric" in training:
+        out[f"train_validation_{training['metric']}"] = training["best_score"]
+    out.update({f"train_chosen_{k}": v for k, v in (training.get("chosen") or {}).items()})
+    if training.get("search"):
+        out["train_search_trials"] = len(training["search"]["trials"])
+    return out
+
+
 def open_questions_tag(keys: list[str], limit: int = 95_000) -> str:
     """The `open_questions` tag value: the keys as JSON, within MLflow's tag size (100,000).
 
@@ -273,11 +289,14 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
         ev_dir = Path(evaluation_dir)
         evaluation = json.loads((ev_dir / "evaluation.json").read_text())
         renderings = {n: (ev_dir / n).read_text() for n in ("verdict.md", "verdict.html", "verdict.txt")}
+        training_file = Path(model_path).with_name(TRAINING_FILE)
+        training = json.loads(training_file.read_text()) if training_file.exists() else {}
         params = {"spec_name": spec.name, "num_boost_round": spec.xgboost.num_boost_round,
                   "features": ",".join(spec.features), "seed": spec.seed,
                   "baseline_version": evaluation.get("baseline_version"),
                   **{f"xgb_{k}": v for k, v in spec.xgboost.params.items()},
-                  **{f"window_{k}": v for k, v in (ts.get("windows") or {}).items()}}
+                  **{f"window_{k}": v for k, v in (ts.get("windows") or {}).items()},
+                  **training_params(training)}
         record = ReleaseRecord(
             model_path=model_path, spec_yaml=spec_yaml, spec_hash=spec.spec_hash(),
             snapshot=ts.get("snapshot", {}), windows=ts.get("windows", {}),
@@ -286,6 +305,7 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
             passed=bool(evaluation["passed"]), reason=evaluation["reason"], code_revision=code_revision(),
             seed=spec.seed, params=params, threshold=evaluation["metrics"].get("threshold"),
             extra_artifacts={**({"reports": str(ev_dir / "reports")} if (ev_dir / "reports").is_dir() else {}),
+                             **({"training": str(training_file)} if training_file.exists() else {}),
                              **suggestion_files(ev_dir, Path(report_dir) / "thresholds-artifacts")},
             example_rows=_example_file(ts.get("test_path")),
         )
