@@ -29,6 +29,17 @@ standard errors are widened into confidence sequences (stats.cs_multiplier), val
 every look of a review that re-judges a growing stream. Relative tolerances are
 converted into metric units with the baseline's point estimate. average_precision has no
 interval and is judged on its point estimate.
+
+card_precision_at_k (the scored data needs `ts` and `card_id`) is judged on the whole
+population only. Its interval is normal, estimate ± z * se, with se from a cluster
+bootstrap over cards (metrics.card_precision_replicates: 1,000 Poisson(1)-weighted
+replicates, seed 0, the test days held fixed; a difference is bootstrapped paired, both
+models on the same replicate). A value's se is never below the binomial se of the queue's
+places (k a day, stats.rate_se), so a queue full of frauds on every replicate is not
+taken as certainty; a difference's never below 1 / (places + 2) (Agresti-Min's paired
+se with half a place of disagreement each way). A binomial se on the places would be
+too wide for a difference (a swap in one queue is not independent of the other's) and
+would ignore that a card repeats across days for a value; hence the bootstrap.
 """
 
 from __future__ import annotations
@@ -42,12 +53,18 @@ from ratchet.contracts.model import DIRECTION, SUPPORT_OF, Clause, Contract
 from ratchet.contracts.verdict import ClauseResult, Verdict
 from ratchet.errors import MissingColumnError, RatchetError
 from ratchet.evaluate import stats
-from ratchet.evaluate.metrics import slice_metrics, threshold_for_block_rate
+from ratchet.evaluate.metrics import (CARD_METRICS, CardDays, card_days, card_precision, card_precision_replicates,
+                                      slice_metrics, threshold_for_block_rate)
 from ratchet.evaluate.slices import OVERALL, SliceCodes, assign
 
 LABEL, CANDIDATE, BASELINE = "label", "candidate_score", "baseline_score"
 CANDIDATE_THRESHOLD, BASELINE_THRESHOLD = "candidate_threshold", "baseline_threshold"
 OVERALL_KEYS = ("rows", "auc", "average_precision", "recall_at_fpr", "fpr", "recall", "precision", "block_rate")
+TS, CARD = "ts", "card_id"
+#: Card precision reported with the overall metrics (when the scores carry ts and card_id).
+OVERALL_CARD_K = 100
+#: Bootstrap replicates and seed behind card_precision_at_k's intervals (fixed: verdicts reproduce).
+CARD_REPLICATES, CARD_SEED = 1000, 0
 
 
 class ScoresError(RatchetError):
@@ -64,8 +81,11 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
     return x
 
 
-def check_scores(df: pd.DataFrame, contract: Contract) -> None:
-    """Raise ScoresError naming what makes `df` unusable for `contract`."""
+def check_scores(df: pd.DataFrame, contract: Contract, *, sequential: bool = False) -> None:
+    """Raise ScoresError naming what makes `df` unusable for `contract`.
+
+    A card_precision_at_k clause needs ts and card_id; a live review (sequential) that
+    lacks them leaves the clause not judged instead (the decision logs' joins drop ts)."""
     if len(df) == 0:
         raise ScoresError("the scored data has no rows")
     for col in (LABEL, CANDIDATE):
@@ -84,6 +104,12 @@ def check_scores(df: pd.DataFrame, contract: Contract) -> None:
         for col in fam.columns:
             if col not in df.columns:
                 raise ScoresError(f"slice '{fam.name}' ({contract.slice_sources.get(fam.name, contract.path)}) "
+                                  f"needs column '{col}', which the scored data lacks")
+    card_clause = next((c for c in contract.clauses if c.metric in CARD_METRICS), None)
+    if card_clause is not None and not sequential:
+        for col in (TS, CARD):
+            if col not in df.columns:
+                raise ScoresError(f"clause '{card_clause.name}' ({card_clause.source}) ranks cards per day and "
                                   f"needs column '{col}', which the scored data lacks")
 
 
@@ -168,6 +194,10 @@ def _interval_family(clause: Clause, tab: pd.DataFrame, sequential: bool, suppor
         return (lambda z: (est - mult(z) * se, est + mult(z) * se)), (est, se, alpha_at)
 
     cand = tab[f"candidate_{metric}"].to_numpy(float)
+    if metric in CARD_METRICS:  # bootstrap standard errors (see the module's docstring)
+        if clause.kind == "bound":
+            return sym(cand, tab["candidate_se"].to_numpy(float))
+        return sym(cand - tab[f"baseline_{metric}"].to_numpy(float), tab["difference_se"].to_numpy(float))
     pos, neg = tab["positives"].to_numpy(), tab["negatives"].to_numpy()
     if clause.kind == "bound":
         c = _counts(tab, metric, "candidate")
@@ -231,7 +261,7 @@ def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool, sequential: bo
             baseline=None, candidate=_fmt(tab[f"candidate_{clause.metric}"].iat[i]), difference=None,
             interval=None, support=int(_support(tab, clause.metric)[i]), min_support=clause.min_support,
             confidence=clause.confidence, rule=clause.rule(), reason=NO_BASELINE, excess=None,
-            source=clause.source) for i in range(n)]
+            source=clause.source, k=clause.k) for i in range(n)]
     alpha = 1.0 - clause.confidence
     z = stats.z_two_sided(clause.confidence)
     cand = tab[f"candidate_{clause.metric}"].to_numpy(float)
@@ -285,12 +315,46 @@ def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool, sequential: bo
             difference=_fmt(diff[i]), interval=(float(lo[i]), float(hi[i])) if has_iv else None,
             support=int(support[i]), min_support=clause.min_support, confidence=clause.confidence,
             rule=clause.rule(), reason=str(reason[i]), excess=_fmt(excess[i]), source=clause.source,
-            p_pass=_fmt(p_pass[i]), p_fail=_fmt(p_fail[i]),
+            p_pass=_fmt(p_pass[i]), p_fail=_fmt(p_fail[i]), k=clause.k,
         ))
     return out
 
 
 NO_BASELINE = "no baseline"
+
+
+def _card_days(scored: pd.DataFrame, scores: dict[str, np.ndarray]) -> CardDays:
+    try:
+        return card_days(scored[TS], scored[CARD], scored[LABEL].to_numpy(), scores)
+    except ValueError as exc:
+        raise ScoresError(f"columns '{TS}' and '{CARD}' cannot rank cards per day: {exc}") from None
+
+
+def _card_table(k: int, cd: CardDays) -> pd.DataFrame:
+    """The whole population's row for card_precision_at_k clauses of this k: each model's
+    value, the support (cards in the candidate's daily queues) and the standard errors."""
+    point = {m: card_precision(cd, m, k) for m in cd.score}
+    reps = card_precision_replicates(cd, k, CARD_REPLICATES, CARD_SEED)
+    cand = point["candidate"]
+    places = k * len(cand.days)
+    metric = CARD_METRICS[0]
+    row: dict[str, Any] = {"family": OVERALL.name, "slice": "all", "cards": cand.examined,
+                           f"candidate_{metric}": cand.value,
+                           "candidate_se": max(float(np.std(reps["candidate"], ddof=1)),
+                                               float(stats.rate_se(cand.frauds, places)))}
+    if "baseline" in point:
+        row[f"baseline_{metric}"] = point["baseline"].value
+        row["difference_se"] = max(float(np.std(reps["candidate"] - reps["baseline"], ddof=1)), 1.0 / (places + 2))
+    return pd.DataFrame([row])
+
+
+def _unjudged(clause: Clause, reason: str) -> ClauseResult:
+    """The whole population's result of a clause that could not be computed on these scores."""
+    return ClauseResult(
+        name=clause.name, kind=clause.kind, metric=clause.metric, severity=clause.severity, status="not_judged",
+        slice="all", family=OVERALL.name, baseline=None, candidate=None, difference=None, interval=None, support=0,
+        min_support=clause.min_support, confidence=clause.confidence, rule=clause.rule(), reason=reason,
+        excess=None, source=clause.source, k=clause.k)
 
 
 def _discordance(y: np.ndarray, scores: dict[str, np.ndarray], thresholds: dict[str, Any],
@@ -309,7 +373,7 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame, *, sequential: b
 
     sequential: draw confidence sequences instead of fixed-sample intervals (for reviews
     that look at a growing stream again and again: the shadow review)."""
-    check_scores(scored, contract)
+    check_scores(scored, contract, sequential=sequential)
     has_baseline = BASELINE in scored.columns
     thresholds, how = _resolve_thresholds(scored, contract, has_baseline)
     scores = {"candidate": scored[CANDIDATE].to_numpy(float)}
@@ -332,8 +396,25 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame, *, sequential: b
     table = slice_metrics(y, scores, thresholds, families, reference_fpr=ref)
     if has_baseline:
         table = pd.concat([table, _discordance(y, scores, thresholds, families)], axis=1)
+    cd: CardDays | None = None
+    if TS in scored.columns and CARD in scored.columns:
+        try:
+            cd = _card_days(scored, scores)
+        except ScoresError:
+            if any(c.metric in CARD_METRICS for c in contract.clauses):
+                raise
+            # cd stays None: only the overall card precision is lost, and no clause needed it
+    card_tables: dict[int, pd.DataFrame] = {}
     results: list[ClauseResult] = []
     for clause in contract.clauses:
+        if clause.metric in CARD_METRICS:
+            if cd is None:
+                results.append(_unjudged(clause, f"needs columns {TS} and {CARD}, which these scores lack"))
+                continue
+            if clause.k not in card_tables:
+                card_tables[clause.k] = _card_table(clause.k, cd)
+            results.extend(_judge(clause, card_tables[clause.k], has_baseline, sequential))
+            continue
         fam = clause.per or OVERALL.name
         results.extend(_judge(clause, table[table["family"] == fam].reset_index(drop=True), has_baseline, sequential))
     overall_row = table[table["family"] == OVERALL.name].iloc[0]
@@ -343,6 +424,8 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame, *, sequential: b
             overall[m] = None
             continue
         overall[m] = {k: (int(overall_row["rows"]) if k == "rows" else _fmt(overall_row[f"{m}_{k}"])) for k in OVERALL_KEYS}
+        overall[m][f"card_precision_at_{OVERALL_CARD_K}"] = (
+            _fmt(card_precision(cd, m, OVERALL_CARD_K).value) if cd is not None else None)
         t = thresholds[m]
         overall[m]["threshold"] = float(t) if np.ndim(t) == 0 else "per row"
     overall["reference_fpr"] = {"value": _fmt(float(overall_row["reference_fpr"])), "how": ref_how}  # type: ignore[assignment]

@@ -5,7 +5,8 @@
 
 A contract is validated twice on load: as the pydantic model ContractFile (structure; the
 JSON Schema editors use, ratchet/contracts/schema.json, is generated from it) and by semantic checks (a clause's metric fits its kind, its
-slice exists, tolerances make sense, slice columns are known). Every error is a
+slice exists, tolerances make sense, slice columns are known, `k` goes with
+card_precision_at_k and only with it). Every error is a
 SpecError of the form ``contracts/fraud.yaml:31: clauses[2].metric: ...``.
 """
 
@@ -20,23 +21,18 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from ratchet.data import columns as C
-from ratchet.evaluate.metrics import LABEL_FREE, MODEL_METRICS
+from ratchet.evaluate.metrics import CARD_METRICS, CONTRACT_METRICS, DIRECTION, LABEL_FREE
 from ratchet.evaluate.slices import SliceFamily
 from ratchet.yamlfile import FileModel, KeyPath, Problem, YamlDoc, fail, load_yaml, parse_yaml, validate
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 KINDS = ("bound", "no_regression", "must_improve", "rate_stability")
 COMPARISONS = frozenset({"no_regression", "must_improve", "rate_stability"})
-#: +1: higher is better; -1: lower is better (blocking good customers is the cost).
-DIRECTION: dict[str, int] = {
-    "auc": 1, "average_precision": 1, "recall_at_fpr": 1, "recall": 1, "precision": 1,
-    "approval_rate": 1, "fpr": -1, "block_rate": -1,
-}
-#: What a metric's support counts (its denominator).
+#: What a metric's support counts (its denominator; cards: those in the daily top-k lists).
 SUPPORT_OF: dict[str, str] = {
     "auc": "positives", "average_precision": "positives", "recall_at_fpr": "positives",
     "recall": "positives", "fpr": "negatives", "precision": "blocked", "block_rate": "rows",
-    "approval_rate": "rows",
+    "approval_rate": "rows", "card_precision_at_k": "cards",
 }
 CANDIDATE_POLICIES = ("column", "default", "match_baseline_block_rate")
 
@@ -87,10 +83,16 @@ class Clause:
     confidence: float = 0.95
     description: str = ""
     source: str = ""  # "file:line"
+    k: int | None = None  # cards checked per day (card_precision_at_k only)
 
     @property
     def blocking(self) -> bool:
         return self.severity == "block"
+
+    @property
+    def metric_name(self) -> str:
+        """The metric as the verdict words it: 'card_precision_at_k (k=100)' carries its k."""
+        return f"{self.metric} (k={self.k})" if self.k is not None else self.metric
 
     @property
     def needs_baseline(self) -> bool:
@@ -100,14 +102,14 @@ class Clause:
         """The clause in words, e.g. 'fpr may rise by at most 0.0005'."""
         if self.kind == "bound":
             lims = [f">= {self.min:g}" if self.min is not None else "", f"<= {self.max:g}" if self.max is not None else ""]
-            return f"{self.metric} " + " and ".join(x for x in lims if x)
+            return f"{self.metric_name} " + " and ".join(x for x in lims if x)
         if self.kind == "no_regression":
             verb = "rise" if DIRECTION[self.metric] < 0 else "drop"
-            return f"{self.metric} may {verb} by at most {self.tolerance.describe() if self.tolerance else 0}"
+            return f"{self.metric_name} may {verb} by at most {self.tolerance.describe() if self.tolerance else 0}"
         if self.kind == "must_improve":
             m = self.margin.describe() if self.margin else "0"
-            return f"{self.metric} must improve by at least {m}" + (" (or hold)" if m in ("0", "0 or 0% relative") else "")
-        return f"{self.metric} may move by at most {self.tolerance.describe() if self.tolerance else 0}"
+            return f"{self.metric_name} must improve by at least {m}" + (" (or hold)" if m in ("0", "0 or 0% relative") else "")
+        return f"{self.metric_name} may move by at most {self.tolerance.describe() if self.tolerance else 0}"
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,9 @@ class ClauseFile(FileModel):
     description: str = ""
     kind: Literal[KINDS]
     metric: Literal["auc", "average_precision", "recall_at_fpr", "fpr", "recall", "precision", "block_rate",
-                    "approval_rate"]
+                    "approval_rate", "card_precision_at_k"]
+    k: Annotated[int, Field(ge=1, description="Cards investigators check per day (card_precision_at_k only): "
+                                              "the day's k highest-scored distinct cards.")] | None = None
     per: str | None = Field(default=None, description="Slice name; absent = the whole population.")
     severity: Literal["block", "warn"] = "block"
     min: float | None = None
@@ -277,6 +281,20 @@ def _amount(raw: dict[str, Any] | None) -> Amount | None:
     return Amount(absolute=raw.get("absolute"), relative=raw.get("relative"))
 
 
+def _check_k(doc: YamlDoc, kp: KeyPath, raw: dict[str, Any]) -> None:
+    """k goes with card_precision_at_k, always, and with no other metric; CP@k has no slices."""
+    metric = raw["metric"]
+    if metric in CARD_METRICS:
+        if raw.get("k") is None:
+            raise doc.error(kp + ("metric",), f"{metric} needs k, the number of cards investigators check per day; "
+                            "add e.g. k: 100 to the clause")
+        if raw.get("per") is not None:
+            raise doc.error(kp + ("per",), f"{metric} is judged on the whole test population only (a day's top k "
+                            "cards are the investigators' whole queue, not a slice's); remove per")
+    elif "k" in raw:
+        raise doc.error(kp + ("k",), f"k belongs to card_precision_at_k; metric '{metric}' takes no k, remove it")
+
+
 def _build(doc: YamlDoc) -> Contract:
     d = doc.data
     known_columns = set(C.CANONICAL) | set(d.get("extra_columns", []))
@@ -318,11 +336,12 @@ def _build(doc: YamlDoc) -> Contract:
         if name in seen:
             raise doc.error(kp + ("name",), f"duplicate clause name '{name}'")
         seen.add(name)
-        if metric not in MODEL_METRICS:
-            raise doc.error(kp + ("metric",), f"unknown metric '{metric}'; known: {', '.join(MODEL_METRICS)}")
+        if metric not in CONTRACT_METRICS:
+            raise doc.error(kp + ("metric",), f"unknown metric '{metric}'; known: {', '.join(CONTRACT_METRICS)}")
         per = raw.get("per")
         if per is not None and per not in slices:
             raise doc.error(kp + ("per",), f"unknown slice '{per}'; defined slices: {', '.join(slices) or 'none'}")
+        _check_k(doc, kp, raw)
         tol, margin = _amount(raw.get("tolerance")), _amount(raw.get("margin"))
         if kind == "bound":
             if raw.get("min") is None and raw.get("max") is None:
@@ -358,7 +377,7 @@ def _build(doc: YamlDoc) -> Contract:
             min=raw.get("min"), max=raw.get("max"), tolerance=tol, margin=margin,
             min_support=int(raw.get("min_support", min_support)),
             confidence=float(raw.get("confidence", confidence)),
-            description=raw.get("description", ""), source=f"{doc.path}:{doc.line(kp)}",
+            description=raw.get("description", ""), source=f"{doc.path}:{doc.line(kp)}", k=raw.get("k"),
         ))
     return Contract(
         path=doc.path, name=d.get("name", Path(doc.path).stem), slices=slices, clauses=tuple(clauses),

@@ -53,6 +53,7 @@ class ClauseResult:
     source: str                      # contract file:line
     p_pass: float | None = None      # smallest two-sided alpha at which the interval lies within the allowance
     p_fail: float | None = None      # ... entirely beyond it (before Holm)
+    k: int | None = None             # card_precision_at_k: cards checked per day
 
     @property
     def blocking_failure(self) -> bool:
@@ -77,7 +78,7 @@ class ClauseResult:
             "interval": list(self.interval) if self.interval else None, "support": self.support,
             "min_support": self.min_support, "rule": self.rule, "reason": self.reason,
             "source": self.source, "p_pass": self.p_pass, "p_fail": self.p_fail,
-        }
+        } | ({"k": self.k} if self.k is not None else {})
 
     def sentence(self) -> str:
         """One line a person reads: 'category_approval_rate failed for merchant_category=podcasts: ...'."""
@@ -278,6 +279,12 @@ def _md_section(title: str, intro: str, results: list[ClauseResult], max_rows: i
     return out + [""]
 
 
+def _card_precisions(o: dict[str, Any]) -> list[tuple[str, float]]:
+    """(k, value) of the card precisions among a model's overall metrics (key card_precision_at_<k>)."""
+    return [(key.rsplit("_", 1)[1], v) for key, v in o.items()
+            if key.startswith("card_precision_at_") and v is not None]
+
+
 def _overall_line(overall: dict[str, Any]) -> str:
     parts = []
     for m in ("baseline", "candidate"):
@@ -285,7 +292,8 @@ def _overall_line(overall: dict[str, Any]) -> str:
         if not o:
             continue
         parts.append(f"{m}: AUC {_num(o['auc'])}, AP {_num(o['average_precision'])}, recall@FPR {_num(o['recall_at_fpr'])}, "
-                     f"FPR {_num(o['fpr'])}, recall {_num(o['recall'])}, block rate {_num(o['block_rate'])}")
+                     f"FPR {_num(o['fpr'])}, recall {_num(o['recall'])}, block rate {_num(o['block_rate'])}"
+                     + "".join(f", CP@{k} {_num(v)}" for k, v in _card_precisions(o)))
     rows = next((o["rows"] for m, o in overall.items() if m in ("baseline", "candidate") and o), 0)
     return f"{rows:,} rows; " + "; ".join(parts)
 
@@ -343,16 +351,19 @@ def render_html(v: Verdict, figures: dict[str, bytes] | None = None) -> str:
                      ("failed", c["fail"]), ("inconclusive", c["inconclusive"]), ("passed", c["pass"]),
                      ("not judged", c["not_judged"])))
     overall_rows = []
-    for m in ("baseline", "candidate"):
-        o = v.overall.get(m)
-        if o:
-            overall_rows.append(f'<tr><td class="l">{m}</td>' + "".join(
-                f"<td>{_num(o[k]) if k != 'rows' else f'{o[k]:,}'}</td>" for k in
-                ("rows", "auc", "average_precision", "recall_at_fpr", "fpr", "recall", "precision", "block_rate")) +
-                f"<td>{_e(v.thresholds.get(m, ''))}</td></tr>")
+    models = [(m, v.overall[m]) for m in ("baseline", "candidate") if v.overall.get(m)]
+    cp_keys = sorted({key for _, o in models for key in o if key.startswith("card_precision_at_")
+                      and any(o2.get(key) is not None for _, o2 in models)})
+    for m, o in models:
+        overall_rows.append(f'<tr><td class="l">{m}</td>' + "".join(
+            f"<td>{_num(o.get(k)) if k != 'rows' else f'{o[k]:,}'}</td>" for k in
+            ("rows", "auc", "average_precision", "recall_at_fpr", "fpr", "recall", "precision", "block_rate",
+             *cp_keys)) +
+            f"<td>{_e(v.thresholds.get(m, ''))}</td></tr>")
     overall = ('<table><tr><th class="l">model</th><th>rows</th><th>AUC</th><th>avg precision</th><th>recall@FPR</th>'
-               "<th>FPR</th><th>recall</th><th>precision</th><th>block rate</th><th>threshold</th></tr>"
-               + "".join(overall_rows) + "</table>")
+               "<th>FPR</th><th>recall</th><th>precision</th><th>block rate</th>"
+               + "".join(f"<th>card precision@{key.rsplit('_', 1)[1]}</th>" for key in cp_keys)
+               + "<th>threshold</th></tr>" + "".join(overall_rows) + "</table>")
     ref = v.overall.get("reference_fpr") or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

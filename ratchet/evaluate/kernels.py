@@ -10,7 +10,9 @@ Kernels, each one linear pass (the sort: a few) over the rows:
 - `ranking_sums`: one walk down a model's score order, tie block by tie block, keeping
   per-slice running counts; from them the Mann-Whitney AUC sums, the average precision
   sums (scikit-learn's step definition) and the true positives at the largest number of
-  false positives each slice allows (recall at a per-slice FPR).
+  false positives each slice allows (recall at a per-slice FPR);
+- `card_top_k_frauds`: the fraud investigators' daily walk down a model's card ranking
+  (card precision at k), under Poisson(1) bootstrap weights per card (or unit weights).
 
 Slices of all families share one global index: slice `c` of family `f` is `offsets[f] + c`.
 A code of -1 means "in no slice of that family".
@@ -206,3 +208,65 @@ def ranking_sums(keys, srt, offsets, neg_total, max_neg, pos_total):  # pragma: 
                 blk_neg[g] = 0
         i = j
     return u, ap, tp_at
+
+
+# ---- card precision at k: the investigators' daily queue ------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_POISSON1_CDF = np.cumsum(np.exp(-1.0) / np.cumprod(np.concatenate(([1.0], np.arange(1.0, 20.0)))))
+
+
+@njit(cache=True, nogil=True)
+def _poisson1(seed, rep, card, cdf):  # pragma: no cover - compiled
+    """A Poisson(1) draw that depends only on (seed, rep, card): splitmix64 of the three, by
+    inversion. The same card weighs the same on every day and for every model of a replicate."""
+    x = (np.uint64(seed) * _GOLDEN) ^ (np.uint64(rep + 1) * np.uint64(0xBF58476D1CE4E5B9)) \
+        ^ (np.uint64(card + 1) * np.uint64(0x94D049BB133111EB))
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    u = np.float64(x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    w = 0
+    while w < cdf.shape[0] - 1 and u >= cdf[w]:
+        w += 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def card_top_k_frauds(day_start, card, label, k, n_cards, reps, seed, weighted, remove):  # pragma: no cover - compiled
+    """Fraudulent cards found per (replicate, day) in each day's top k (reps x days, int64).
+
+    Entries are (day, card) pairs sorted by day, then the model's score (highest first),
+    then card; day d is entries day_start[d]:day_start[d + 1]. Each day the walk takes
+    cards in order until k places are filled; a card of weight w fills w places (weighted:
+    w ~ Poisson(1) from _poisson1, else 1). With `remove`, a fraudulent card found on a day
+    is skipped on later days (the handbook's investigators block it)."""
+    n_days = day_start.shape[0] - 1
+    out = np.zeros((reps, n_days), np.int64)
+    removed = np.zeros(n_cards, np.bool_)
+    found = np.empty(n_cards, np.int64)
+    cdf = _POISSON1_CDF
+    for r in range(reps):
+        n_found = 0
+        for d in range(n_days):
+            left = k
+            for j in range(day_start[d], day_start[d + 1]):
+                if left <= 0:
+                    break
+                c = card[j]
+                if remove and removed[c]:
+                    continue
+                w = _poisson1(seed, r, c, cdf) if weighted else 1
+                if w == 0:
+                    continue
+                t = w if w < left else left
+                left -= t
+                if label[j] != 0:
+                    out[r, d] += t
+                    if remove:
+                        removed[c] = True
+                        found[n_found] = c
+                        n_found += 1
+        for i in range(n_found):  # the next replicate starts with no card blocked
+            removed[found[i]] = False
+    return out

@@ -14,6 +14,9 @@ threads (the kernels release the GIL).
 Undefined values (AUC of a slice without positives, FPR without negatives, ...) are
 NaN in the arrays and None in anything user-facing.
 
+Card precision at k is not a slice metric: it ranks distinct cards per day, as fraud
+investigators work a daily queue (card_precision_at_k below, and its bootstrap).
+
     >>> table = slice_metrics(label, {"candidate": s1, "baseline": s0},
     ...                       {"candidate": 0.5, "baseline": thr_column},
     ...                       [assign(df, OVERALL), assign(df, country_family)],
@@ -26,6 +29,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,8 +43,17 @@ MODEL_METRICS: tuple[str, ...] = (
     "auc", "average_precision", "recall_at_fpr", "fpr", "recall", "precision",
     "block_rate", "approval_rate",
 )
+#: Metrics judged on each test day's ranking of distinct cards (whole population only).
+CARD_METRICS: tuple[str, ...] = ("card_precision_at_k",)
+#: Every metric a contract clause may name.
+CONTRACT_METRICS: tuple[str, ...] = MODEL_METRICS + CARD_METRICS
 #: Metrics computable without labels (usable on live traffic).
 LABEL_FREE: frozenset[str] = frozenset({"block_rate", "approval_rate"})
+#: +1: higher is better; -1: lower is better (blocking good customers is the cost).
+DIRECTION: dict[str, int] = {
+    "auc": 1, "average_precision": 1, "recall_at_fpr": 1, "recall": 1, "precision": 1,
+    "approval_rate": 1, "fpr": -1, "block_rate": -1, "card_precision_at_k": 1,
+}
 
 
 def _max_count_at_rate(rate: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -183,6 +197,157 @@ def threshold_for_block_rate(score: np.ndarray, rate: float) -> float:
     return float(np.partition(s, len(s) - k)[len(s) - k])
 
 
+# ---- card precision at k ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CardDays:
+    """One entry per (UTC day, card) of a test set, sorted by day then card: the card's
+    highest label and, per model, its highest score that day. `card` codes rank the card
+    ids (so ties break by card_id, whatever the rows' order)."""
+
+    day: np.ndarray                 # int64, days since 1970-01-01 (UTC)
+    card: np.ndarray                # int64 code, in card_id order
+    label: np.ndarray               # int8, 1 when any of the card's payments that day is fraud
+    score: dict[str, np.ndarray]    # model -> float64
+    n_cards: int
+    _rankings: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    def ranking(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(days, day_start, card, label): entries by day, then score (highest first), then card_id."""
+        if model not in self._rankings:
+            first = np.flatnonzero(np.r_[True, self.day[1:] != self.day[:-1]]) if len(self.day) else np.zeros(0, int)
+            bounds = np.append(first, len(self.day)).astype(np.int64)
+            score = self.score[model]
+            # within a day entries are in card order already: a stable sort keeps it for ties
+            order = np.concatenate([a + np.argsort(-score[a:b], kind="stable") for a, b in zip(bounds[:-1], bounds[1:])]
+                                   or [np.zeros(0, np.int64)])
+            self._rankings[model] = (self.day[first], bounds, self.card[order], self.label[order])
+        return self._rankings[model]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class CardPrecision:
+    """Card precision at k of one model: the mean over test days of each day's precision."""
+
+    k: int
+    value: float                    # NaN without any day
+    days: tuple[str, ...]           # ISO dates (UTC), ascending
+    per_day: tuple[float, ...]      # frauds among the day's top k cards / k
+    frauds: int                     # fraudulent cards in the daily top-k lists, over all days
+    examined: int                   # cards in those lists (k a day; fewer on a day with fewer cards)
+
+
+def utc_days(ts: Any) -> np.ndarray:
+    """Calendar days (UTC) of timestamps, as int64 days since 1970-01-01. Naive timestamps
+    are taken as UTC (ratchet's canonical ts); strings are parsed; numbers are refused."""
+    s = pd.Series(np.asarray(ts) if not isinstance(ts, pd.Series) else ts)
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        raise ValueError(f"ts must be timestamps, got {s.dtype}; convert epoch numbers with "
+                         "pd.to_datetime(..., unit=...)")
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        try:
+            s = pd.to_datetime(s, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"ts is not parseable as timestamps ({exc})") from None
+    if s.isna().any():
+        raise ValueError(f"ts has {int(s.isna().sum())} missing value(s)")
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def _card_codes(card_id: Any) -> np.ndarray:
+    """Each row's card as the rank of its card_id among the distinct ids (numbers by value,
+    anything else by its text)."""
+    codes, uniques = pd.factorize(np.asarray(card_id))
+    if (codes < 0).any():
+        raise ValueError(f"card_id has {int((codes < 0).sum())} missing value(s)")
+    u = np.asarray(uniques)
+    rank = np.empty(len(u), dtype=np.int64)
+    rank[np.argsort(u if u.dtype.kind in "iuf" else u.astype(str), kind="stable")] = np.arange(len(u))
+    return rank[codes]
+
+
+def card_days(ts: Any, card_id: Any, label: Any, scores: Mapping[str, np.ndarray]) -> CardDays:
+    """Group rows by (UTC day, card): the highest label and each model's highest score."""
+    day, card = utc_days(ts), _card_codes(card_id)
+    n_cards = int(card.max()) + 1 if len(card) else 0
+    first_day = int(day.min()) if len(day) else 0
+    key = (day - first_day) * max(n_cards, 1) + card
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+
+    def highest(x: Any) -> np.ndarray:
+        return np.maximum.reduceat(np.asarray(x)[order], first) if len(first) else np.asarray(x)[:0]
+
+    out: dict[str, np.ndarray] = {}
+    for m, sc in scores.items():
+        sc = np.asarray(sc, dtype=np.float64)
+        if np.isnan(sc).any():
+            raise ValueError(f"scores of '{m}' have {int(np.isnan(sc).sum())} missing value(s)")
+        out[m] = highest(sc)
+    return CardDays(day=key[first] // max(n_cards, 1) + first_day, card=key[first] % max(n_cards, 1),
+                    label=highest(np.asarray(label).astype(np.int8)), score=out, n_cards=n_cards)
+
+
+def card_precision(cd: CardDays, model: str, k: int, remove_detected: bool = True) -> CardPrecision:
+    """Card precision at k of `model` on grouped card days (see card_precision_at_k)."""
+    if k < 1:
+        raise ValueError(f"k must be a positive number of cards, got {k}")
+    days, start, card, label = cd.ranking(model)
+    detected = np.zeros(cd.n_cards, dtype=bool)
+    frauds = np.zeros(len(days), dtype=np.int64)
+    examined = np.zeros(len(days), dtype=np.int64)
+    for i in range(len(days)):
+        c, y = card[start[i]:start[i + 1]], label[start[i]:start[i + 1]]
+        if remove_detected:
+            keep = ~detected[c]
+            c, y = c[keep], y[keep]
+        top_c, top_y = c[:k], y[:k]
+        frauds[i], examined[i] = int(top_y.sum()), len(top_c)
+        detected[top_c[top_y == 1]] = True
+    per_day = frauds / float(k)
+    return CardPrecision(k=k, value=float(per_day.mean()) if len(days) else float("nan"),
+                         days=tuple(str(np.datetime64(int(d), "D")) for d in days),
+                         per_day=tuple(float(p) for p in per_day), frauds=int(frauds.sum()),
+                         examined=int(examined.sum()))
+
+
+def card_precision_at_k(ts: Any, card_id: Any, label: Any, score: Any, k: int, *,
+                        remove_detected: bool = True) -> CardPrecision:
+    """Card precision at k (Le Borgne et al., *Reproducible Machine Learning for Credit Card
+    Fraud Detection*, ch. 4, `card_precision_top_k`): investigators check k cards a day.
+
+    For each calendar day (UTC, by ts) the rows are grouped by card_id, taking each card's
+    highest score and highest label; the day's k cards with the highest scores (ties: the
+    smaller card_id first) are checked, and the day's precision is the frauds among them
+    divided by k -- by k even on a day with fewer than k cards, as the handbook does (the
+    unused places of the queue count as misses). CP@k is the mean over the test days.
+    remove_detected (the handbook's default, remove_detected_compromised_cards=True): a
+    fraudulent card found on a day is blocked and left out of the following days.
+
+        >>> card_precision_at_k(df.ts, df.card_id, df.label, scores, k=100).value
+    """
+    return card_precision(card_days(ts, card_id, label, {"model": score}), "model", k, remove_detected)
+
+
+def card_precision_replicates(cd: CardDays, k: int, reps: int = 1000, seed: int = 0,
+                              remove_detected: bool = True) -> dict[str, np.ndarray]:
+    """Per model, `reps` bootstrap replicates of card precision at k.
+
+    A cluster bootstrap over cards: each replicate weighs every card by a Poisson(1) draw
+    (all its days together, and the same for every model, so differences are paired); a
+    card of weight w takes w places of a day's queue. The test days themselves are kept
+    (their number is small: 7 in the handbook's protocol). Deterministic per seed."""
+    out: dict[str, np.ndarray] = {}
+    for m in cd.score:
+        days, start, card, label = cd.ranking(m)
+        found = kernels.card_top_k_frauds(start, card, label, int(k), cd.n_cards, int(reps), int(seed), True,
+                                          bool(remove_detected))
+        out[m] = found.sum(axis=1) / float(k * max(len(days), 1))
+    return out
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels for every argument type slice_metrics
     passes them: 16- and 32-bit slice codes, float32-exact and general float64 scores."""
@@ -192,6 +357,8 @@ def warm_up() -> None:
     for codes in (np.zeros(64, np.int16), np.zeros(64, np.int32)):
         slice_metrics(y, {"a": general, "b": general.astype(np.float32).astype(np.float64)},
                       {"a": 0.5, "b": general}, [SliceCodes(OVERALL, codes, ["all"])], reference_fpr="a")
+    cd = card_days(np.datetime64("2024-01-01", "D") + (np.arange(64) % 3), np.arange(64) % 7, y, {"a": general})
+    card_precision_replicates(cd, 2, reps=2)
 
 
 if __name__ == "__main__":
