@@ -1,5 +1,8 @@
-"""Prometheus metrics, written by hand (text exposition format 0.0.4): no dependency,
-and each counter has one writer thread, so plain ints suffice under the GIL.
+"""Prometheus metrics of the decision service, exposed through prometheus_client.
+
+The request path only bumps plain ints in dicts (each counter has one writer thread, so
+the GIL suffices, no lock per request); a custom collector turns them into metric
+families when /metrics is scraped, and prometheus_client writes the text format.
 
     >>> m = Metrics(); m.observe_request("/v1/decide", 200, 0.0012); print(m.render())
 """
@@ -9,19 +12,20 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE  # what render() writes
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PATHS = frozenset({"/v1/decide", "/healthz", "/readyz", "/metrics", "/admin/config", "/admin/reload"})
 
 
-def _labels(**kv: object) -> str:
-    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for k, v in kv.items())
-    return "{" + inner + "}" if inner else ""
-
-
 class Histogram:
+    """Non-cumulative bucket counts; one writer thread."""
+
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.buckets = buckets
         self.counts = [0] * (len(buckets) + 1)
@@ -33,14 +37,14 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def render(self, name: str, **labels: object) -> list[str]:
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs ending with +Inf; le written `:g` (le="1", not "1.0")."""
         out, acc = [], 0
         for b, c in zip(self.buckets, self.counts):
             acc += c
-            out.append(f"{name}_bucket{_labels(**labels, le=f'{b:g}')} {acc}")
-        out.append(f"{name}_bucket{_labels(**labels, le='+Inf')} {self.count}")
-        out.append(f"{name}_sum{_labels(**labels)} {self.sum:.6f}")
-        out.append(f"{name}_count{_labels(**labels)} {self.count}")
+            out.append((f"{b:g}", acc))
+        # +Inf is the total: a value observed between the two reads lands in it, never in a bucket
+        out.append(("+Inf", max(acc, self.count)))
         return out
 
 
@@ -61,6 +65,8 @@ class Metrics:
         self.shadow_latency = Histogram()
         self.reloads: dict[str, int] = defaultdict(int)                     # ok | failed
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(MetricsCollector(self))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         if path not in PATHS:
@@ -72,58 +78,81 @@ class Metrics:
         h.observe(seconds)
 
     def render(self) -> str:
-        lines: list[str] = []
+        return generate_latest(self.registry).decode()
 
-        def family(name: str, kind: str, help_: str) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
 
-        family("ratchet_requests_total", "counter", "HTTP requests by path and status code.")
-        for (path, status), n in sorted(self.requests.items()):
-            lines.append(f"ratchet_requests_total{_labels(path=path, status=status)} {n}")
-        family("ratchet_request_duration_seconds", "histogram", "HTTP request latency by path (server side).")
-        for path, h in sorted(self.latency.items()):
-            lines.extend(h.render("ratchet_request_duration_seconds", path=path))
-        family("ratchet_decisions_total", "counter", "Decisions by role, version and decision.")
-        for (role, version, decision), n in sorted(self.decisions.items()):
-            lines.append(f"ratchet_decisions_total{_labels(role=role, version=version, decision=decision)} {n}")
-        family("ratchet_missing_features_total", "counter",
-               "Decision requests that left out a feature their model allows to be missing (absent or null), "
-               "by feature.")
-        for feature, n in sorted(self.missing_features.items()):
-            lines.append(f"ratchet_missing_features_total{_labels(feature=feature)} {n}")
-        family("ratchet_block_rate", "gauge", "Share of decisions that blocked, by role, since start.")
+class MetricsCollector(Collector):
+    """Reads a Metrics' counters at scrape time (copies first: other threads keep counting)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # no collect() at registration: the gauges' sources may not exist yet
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        requests = CounterMetricFamily("ratchet_requests_total", "HTTP requests by path and status code.",
+                                       labels=["path", "status"])
+        for (path, status), n in sorted(m.requests.copy().items()):
+            requests.add_metric([path, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily("ratchet_request_duration_seconds",
+                                        "HTTP request latency by path (server side).", labels=["path"])
+        for path, h in sorted(m.latency.copy().items()):
+            latency.add_metric([path], h.cumulative(), h.sum)
+        yield latency
+        decisions_now = sorted(m.decisions.copy().items())
+        decisions = CounterMetricFamily("ratchet_decisions_total", "Decisions by role, version and decision.",
+                                        labels=["role", "version", "decision"])
+        for (role, version, decision), n in decisions_now:
+            decisions.add_metric([role, str(version), decision], n)
+        yield decisions
+        missing = CounterMetricFamily(
+            "ratchet_missing_features_total",
+            "Decision requests that left out a feature their model allows to be missing (absent or null), by feature.",
+            labels=["feature"])
+        for feature, n in sorted(m.missing_features.copy().items()):
+            missing.add_metric([feature], n)
+        yield missing
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for (role, _v, decision), n in list(self.decisions.items()):
+        for (role, _v, decision), n in decisions_now:
             totals[role][1] += n
             if decision == "block":
                 totals[role][0] += n
+        block_rate = GaugeMetricFamily("ratchet_block_rate", "Share of decisions that blocked, by role, since start.",
+                                       labels=["role"])
         for role, (blocked, total) in sorted(totals.items()):
-            lines.append(f"ratchet_block_rate{_labels(role=role)} {blocked / total if total else 0.0:.6f}")
-        family("ratchet_shadow_scored_total", "counter", "Requests the shadow model scored.")
-        lines.append(f"ratchet_shadow_scored_total {self.shadow_scored}")
-        family("ratchet_shadow_disagreements_total", "counter",
-               "Shadow decisions that differ from the served decision, by served role.")
+            block_rate.add_metric([role], blocked / total if total else 0.0)
+        yield block_rate
+        yield CounterMetricFamily("ratchet_shadow_scored_total", "Requests the shadow model scored.",
+                                  value=m.shadow_scored)
+        disagreements = CounterMetricFamily("ratchet_shadow_disagreements_total",
+                                            "Shadow decisions that differ from the served decision, by served role.",
+                                            labels=["against"])
         for role in ("production", "canary"):
-            lines.append(f"ratchet_shadow_disagreements_total{_labels(against=role)} {self.shadow_disagreements[role]}")
-        family("ratchet_shadow_errors_total", "counter", "Shadow scorings that raised.")
-        lines.append(f"ratchet_shadow_errors_total {self.shadow_errors}")
-        family("ratchet_shadow_timeouts_total", "counter", "Shadow scorings slower than the shadow timeout.")
-        lines.append(f"ratchet_shadow_timeouts_total {self.shadow_timeouts}")
-        family("ratchet_shadow_dropped_total", "counter", "Shadow requests dropped (queue full or stale).")
+            disagreements.add_metric([role], m.shadow_disagreements.get(role, 0))
+        yield disagreements
+        yield CounterMetricFamily("ratchet_shadow_errors_total", "Shadow scorings that raised.", value=m.shadow_errors)
+        yield CounterMetricFamily("ratchet_shadow_timeouts_total", "Shadow scorings slower than the shadow timeout.",
+                                  value=m.shadow_timeouts)
+        dropped = CounterMetricFamily("ratchet_shadow_dropped_total", "Shadow requests dropped (queue full or stale).",
+                                      labels=["reason"])
         for reason in ("queue_full", "stale"):
-            lines.append(f"ratchet_shadow_dropped_total{_labels(reason=reason)} {self.shadow_dropped[reason]}")
-        family("ratchet_shadow_duration_seconds", "histogram", "Shadow scoring time per batch.")
-        lines.extend(self.shadow_latency.render("ratchet_shadow_duration_seconds"))
-        family("ratchet_reloads_total", "counter", "Configuration reloads by outcome.")
+            dropped.add_metric([reason], m.shadow_dropped.get(reason, 0))
+        yield dropped
+        shadow = HistogramMetricFamily("ratchet_shadow_duration_seconds", "Shadow scoring time per batch.", labels=[])
+        shadow.add_metric([], m.shadow_latency.cumulative(), m.shadow_latency.sum)
+        yield shadow
+        reloads = CounterMetricFamily("ratchet_reloads_total", "Configuration reloads by outcome.", labels=["outcome"])
         for outcome in ("ok", "failed"):
-            lines.append(f"ratchet_reloads_total{_labels(outcome=outcome)} {self.reloads[outcome]}")
-        for name, fn in sorted(self.gauges.items()):
-            family(name, "gauge", name.replace("_", " "))
+            reloads.add_metric([outcome], m.reloads.get(outcome, 0))
+        yield reloads
+        for name, fn in sorted(m.gauges.copy().items()):
             try:
-                lines.append(f"{name} {float(fn()):g}")
+                value = float(fn())
             except Exception:  # noqa: BLE001 - a broken gauge must not break the page
-                lines.append(f"{name} NaN")
-        family("ratchet_uptime_seconds", "gauge", "Seconds since the service started.")
-        lines.append(f"ratchet_uptime_seconds {time.time() - self.started:.1f}")
-        return "\n".join(lines) + "\n"
+                value = float("nan")
+            yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
+        yield GaugeMetricFamily("ratchet_uptime_seconds", "Seconds since the service started.",
+                                value=time.time() - m.started)
