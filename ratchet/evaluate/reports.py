@@ -141,7 +141,7 @@ class ForestRow:
 def allowed_band(result) -> tuple[float, float]:  # noqa: ANN001 - a ClauseResult of a comparison
     """The allowed region of a comparison's difference, recovered from the engine's `excess`
     (how far the point estimate lies beyond the allowance), so the chart draws the band judged."""
-    from ratchet.contracts.model import DIRECTION
+    from ratchet.evaluate.metrics import DIRECTION
 
     d, e = result.difference, result.excess
     if result.kind == "rate_stability":
