@@ -173,8 +173,9 @@ def test_point_in_time_features_ignore_later_rows_and_later_labels(spark):
     inside = a.index[(a["ts"] >= start) & (a["ts"] < cut)]
     assert list(c.index) == list(inside)
     pd.testing.assert_frame_equal(a.loc[inside, known_features()], c[known_features()])
-    # and the check has teeth: the full data does change features after t
+    # and the check has teeth: the full data does change features after t, label-based ones included
     assert not a.loc[a["ts"] > cut, "merchant_fraud_rate_30d"].eq(0).all()
+    assert a.loc[a["ts"] <= cut, "merchant_risk_1d"].gt(0).any() and a.loc[a["ts"] <= cut, "merchant_risk_7d"].gt(0).any()
 
 
 # --- the whole job ------------------------------------------------------------------------
@@ -354,8 +355,8 @@ def test_handbook_spec_builds_a_training_set(spark, tmp_path):
         assert set(spec.features) <= set(part.columns) and part["merchant_id"].nunique() > 1000
         assert part[list(spec.features)].drop(columns="seconds_since_card_prev").notna().all().all()
     assert res.rows_train > 80_000 and res.rows_test > 50_000 and res.rows_immature == 0
-    # terminals compromised in the simulation show up in the point-in-time fraud rate
-    by_label = train.groupby("label")["merchant_fraud_rate_30d"].mean()
+    # terminals compromised in the simulation show up in the delayed, point-in-time terminal risk
+    by_label = train.groupby("label")["merchant_risk_7d"].mean()
     assert by_label[1] > 5 * by_label[0]
 
 

@@ -11,6 +11,7 @@ package never imports it.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -23,18 +24,32 @@ from ratchet.yamlfile import FileModel, fail
 
 #: Aggregation windows the feature job knows, in seconds.
 WINDOW_SECONDS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+#: Windows of the delayed merchant risk features (merchant_risk_W, merchant_risk_count_W), in days.
+RISK_WINDOW_DAYS: dict[str, int] = {"1d": 1, "7d": 7, "14d": 14, "30d": 30}
+#: Default delay of the merchant risk windows when the spec declares none and has no label_delay_days.
+DEFAULT_RISK_DELAY_DAYS = 7.0
 
 #: Features that are not window aggregates, and the optional columns each one needs.
 SCALAR_FEATURES: dict[str, tuple[str, ...]] = {
     "amount": (),
     "hour_of_day": (),
+    "is_weekend": (),
+    "is_night": (),
     "seconds_since_card_prev": (),
     "amount_to_card_mean": (),
     "merchant_fraud_rate_30d": (),
     "cross_border": (C.COUNTRY, C.CARD_COUNTRY),
     "is_online": (C.CHANNEL,),
 }
-_AGG_RE = re.compile(r"^(card|merchant)_(count|amount)_(1h|24h|7d|30d)$")
+_W = "|".join(WINDOW_SECONDS)
+_AGG_RE = re.compile(rf"^(card|merchant)_(count|amount)_({_W})$")
+#: card_mean_amount_W / card_max_amount_W: mean / largest amount of the card's payments in [t - W, t);
+#: amount_to_card_mean_W / amount_to_card_max_W: the payment's amount over it.
+CARD_STATS = ("card_mean_amount", "amount_to_card_mean", "card_max_amount", "amount_to_card_max")
+_CARD_STAT_RE = re.compile(rf"^({'|'.join(CARD_STATS)})_({_W})$")
+#: merchant_risk_W: share of the merchant's payments in the delayed window that are known frauds at t.
+_RISK_RE = re.compile(rf"^merchant_risk(_count)?_({'|'.join(RISK_WINDOW_DAYS)})$")
+FEATURE_PATTERNS: tuple[re.Pattern[str], ...] = (_AGG_RE, _CARD_STAT_RE, _RISK_RE)
 FILTER_OPS = ("==", "!=", ">", ">=", "<", "<=", "in", "not_in")
 
 
@@ -42,13 +57,52 @@ def feature_needs(name: str) -> tuple[str, ...] | None:
     """Optional columns a feature needs, or None if the feature is unknown."""
     if name in SCALAR_FEATURES:
         return SCALAR_FEATURES[name]
-    return () if _AGG_RE.match(name) else None
+    return () if any(p.match(name) for p in FEATURE_PATTERNS) else None
 
 
 def known_features() -> list[str]:
     """Every feature name the training-set job can compute."""
     aggs = [f"{e}_{k}_{w}" for e in ("card", "merchant") for k in ("count", "amount") for w in WINDOW_SECONDS]
-    return list(SCALAR_FEATURES) + aggs
+    means = [f"{k}_{w}" for k in CARD_STATS for w in WINDOW_SECONDS]
+    risk = [f"merchant_risk{c}_{w}" for c in ("", "_count") for w in RISK_WINDOW_DAYS]
+    return list(SCALAR_FEATURES) + aggs + means + risk
+
+
+def _features(value: Any) -> tuple[str, ...]:
+    """The spec's `features:` list, validated: known names, none twice (a typo names the closest)."""
+    if not isinstance(value, list) or not value:
+        raise fail("expected a non-empty list of feature names; known: " + ", ".join(known_features()))
+    for i, f in enumerate(value):
+        if not isinstance(f, str) or feature_needs(f) is None:
+            close = difflib.get_close_matches(str(f), known_features(), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known_features())
+            raise fail(f"unknown feature {f!r}; {hint}", i)
+    if len(set(value)) != len(value):
+        raise fail("a feature is listed twice")
+    return tuple(value)
+
+
+#: The spec's `features:` key: a list of known feature names, validated to a tuple.
+FeaturesField = Annotated[Any, PlainValidator(_features), WithJsonSchema({
+    "type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": known_features()}})]
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Parameters of the feature library (part of the recipe).
+
+    risk_delay_days: the merchant risk windows end this long before t, [t - delay - W, t - delay),
+    so that most of their labels are known (the handbook's "delay period"); None = the
+    dataset's label_delay_days, else DEFAULT_RISK_DELAY_DAYS. Only labels available before t
+    ever count, whatever the delay.
+    """
+
+    risk_delay_days: float | None = None
+
+    def risk_delay(self, dataset: "DatasetSpec") -> float:
+        if self.risk_delay_days is not None:
+            return float(self.risk_delay_days)
+        return float(dataset.label_delay_days) if dataset.label_delay_days is not None else DEFAULT_RISK_DELAY_DAYS
 
 
 @dataclass(frozen=True)
@@ -223,6 +277,8 @@ class DataSpec(Protocol):
     def filters(self) -> tuple[Filter, ...]: ...
     @property
     def checks(self) -> Checks: ...
+    @property
+    def feature_options(self) -> FeatureOptions: ...
 
 
 # ---- the spec file's data sections (pydantic models, checked by ratchet.yamlfile.validate) ----
@@ -388,6 +444,15 @@ class ChecksFile(SpecSection):
 
     def value(self) -> Checks:
         return Checks(**self.model_dump())
+
+
+class FeatureOptionsFile(SpecSection):
+    """feature_options: parameters of the feature library (see FeatureOptions)."""
+
+    risk_delay_days: typed(float, nonneg=True) = None
+
+    def value(self) -> FeatureOptions:
+        return FeatureOptions(risk_delay_days=self.risk_delay_days)
 
 
 def _memory(value: Any) -> Any:

@@ -15,9 +15,10 @@ Feature semantics (``t`` = the transaction's ts, microsecond precision, UTC):
 - ``seconds_since_card_prev``: seconds since the card's latest transaction strictly
   before t and at most 30 days before it; **null** (XGBoost's missing value) when there
   is none. It is the one nullable feature (NULLABLE_FEATURES), left out of the null-rate
-  check. No feature looks back more than 30 days (MAX_LOOKBACK_SECONDS), so the job
-  only reads history from train_start - 30 days on, and a serving-side feature store
-  needs only 30 days of history.
+  check. No feature but the delayed merchant risk looks back more than 30 days
+  (MAX_LOOKBACK_SECONDS), so the job only reads history from train_start - 30 days
+  (or - (D + 30) days with merchant_risk_30d) on, and a serving-side feature store
+  needs no more history than that.
 - ``amount_to_card_mean``: amount / mean amount of the card's transactions in the 30 days
   before t; 1.0 when there are none or their mean is 0.
 - ``merchant_fraud_rate_30d``: chargebacks (fraud labels) at the merchant that arrived
@@ -25,7 +26,19 @@ Feature semantics (``t`` = the transaction's ts, microsecond precision, UTC):
   merchant's transaction count over the same 30 days plus MERCHANT_RATE_SMOOTHING
   (additive smoothing towards 0, so a merchant with 2 transactions and 1 chargeback
   reads 1/12, not 50 %). Labels not yet available at t never count.
-- ``cross_border`` (country != card_country), ``is_online`` (channel == "online"),
+- ``card_mean_amount_W``: card_amount_W / card_count_W, 0 when there are none;
+  ``amount_to_card_mean_W``: amount / card_mean_amount_W, 1.0 when there are none or
+  their mean is 0 (``amount_to_card_mean`` is the 30-day one). ``card_max_amount_W`` and
+  ``amount_to_card_max_W``: the same with the largest amount of those payments.
+- ``merchant_risk_W`` (W in 1d, 7d, 14d, 30d) and ``merchant_risk_count_W``: the
+  merchant's payments with ``t - D - W <= ts' < t - D`` (D = the spec's
+  feature_options.risk_delay_days, default the dataset's label_delay_days, else 7 days:
+  the handbook's delayed terminal risk), and the share of them that are frauds whose
+  label arrived before t (``label_available_at < t``); 0 when there are none. The
+  delay only places the window where most labels are known: a label not yet available
+  at t never counts, whatever D is. These features look back D + W.
+- ``is_weekend`` (Saturday or Sunday, UTC), ``is_night`` (0:00 to 5:59 UTC),
+  ``cross_border`` (country != card_country), ``is_online`` (channel == "online"),
   ``hour_of_day`` (UTC), ``amount``: from the row itself, as 0.0/1.0 or numbers.
 
 Train and test rows: ``train_start <= ts < train_end`` and ``test_start <= ts < test_end``
@@ -61,7 +74,10 @@ from ratchet.data.checks import (
 from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
 from ratchet.data.spark import get_spark
 from ratchet.errors import RatchetError
-from ratchet.data.spec import FUTURE_TOLERANCE_S, WINDOW_SECONDS, DataSpec, ResolvedWindows, known_features
+from ratchet.data.spec import (
+    DEFAULT_RISK_DELAY_DAYS, FUTURE_TOLERANCE_S, RISK_WINDOW_DAYS, WINDOW_SECONDS, DataSpec, ResolvedWindows,
+    known_features,
+)
 
 LABEL = "label"
 #: Features that are null by design (see the module docstring); the null-rate check skips them.
@@ -129,8 +145,16 @@ def _needed_windows(features: list[str], entity: str) -> dict[str, set[str]]:
     return need
 
 
+def _risk_windows(features: list[str]) -> tuple[set[str], set[str]]:
+    """Windows of the merchant_risk_W and merchant_risk_count_W features asked for."""
+    rate = {f.rsplit("_", 1)[1] for f in features if f.startswith("merchant_risk_") and "_count_" not in f}
+    count = {f.rsplit("_", 1)[1] for f in features if f.startswith("merchant_risk_count_")}
+    return rate, count
+
+
 def _merchant_events(out: DataFrame, df: DataFrame, need: dict[str, set[str]], rate: bool,
-                     bounded: Any, hi: int | None) -> DataFrame:
+                     bounded: Any, hi: int | None, risk: set[str] = frozenset(), delay_us: int = 0,
+                     risk_lo: int | None = None) -> DataFrame:
     """Transactions plus +/- events whose running sum, strictly before t, is each window's total.
 
     A transaction at t' counts +1 (and +amount) at t' and -1 (-amount) at t' + W, so the
@@ -141,11 +165,20 @@ def _merchant_events(out: DataFrame, df: DataFrame, need: dict[str, set[str]], r
     is k times the work, and large merchants have many. Cards have few, so they keep
     plain sliding frames. Amounts are summed as integers (AMOUNT_SCALE units) so that
     adding and removing them leaves no rounding residue.
+
+    Delayed risk windows (`risk`, delay D): a payment at t' counts +1 at t' + D and -1 at
+    t' + D + W, so the sum before t counts the payments in [t - D - W, t - D); a fraud
+    among them with label at a counts +1 at max(t' + D, a) (both: in the window and
+    known before t) and -1 at t' + D + W, and not at all when its label comes later.
     """
     units = F.round(F.col(C.AMOUNT) * AMOUNT_SCALE).cast("long")
     deltas: dict[str, Column] = {f"_dc_{w}": F.lit(1) for w in need["count"]}
     deltas.update({f"_da_{w}": units for w in need["amount"]})
     parts = [out.withColumns({**deltas, "_is_tx": F.lit(1)})]
+
+    def until_hi(e: DataFrame) -> DataFrame:
+        return e.where(F.col(_T) < hi) if hi is not None else e
+
     for w in sorted(need["count"] | need["amount"]):
         expiry = {}
         if w in need["count"]:
@@ -154,27 +187,53 @@ def _merchant_events(out: DataFrame, df: DataFrame, need: dict[str, set[str]], r
             expiry[f"_da_{w}"] = -units
         e = out.select(C.MERCHANT_ID, (F.col(_T) + WINDOW_SECONDS[w] * _US).alias(_T),
                        *[v.alias(k) for k, v in expiry.items()])
-        parts.append(e.where(F.col(_T) < hi) if hi is not None else e)
+        parts.append(until_hi(e))
     if rate:
         cb = (df.where((F.col(C.IS_FRAUD) == 1) & F.col(C.LABEL_AVAILABLE_AT).isNotNull())
               .select(C.MERCHANT_ID, F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)).alias(_T)))
         cb = cb.where(bounded(F.col(_T)))
         parts.append(cb.withColumn("_dcb", F.lit(1)))
         gone = cb.select(C.MERCHANT_ID, (F.col(_T) + WINDOW_SECONDS["30d"] * _US).alias(_T), F.lit(-1).alias("_dcb"))
-        parts.append(gone.where(F.col(_T) < hi) if hi is not None else gone)
+        parts.append(until_hi(gone))
+    if risk:
+        tx = out.where(F.col(_T) >= risk_lo) if risk_lo is not None else out
+        enter = F.col(_T) + delay_us
+        parts.append(until_hi(tx.select(C.MERCHANT_ID, enter.alias(_T),
+                                        *[F.lit(1).alias(f"_drc_{w}") for w in sorted(risk)])))
+        for w in sorted(risk):
+            leave = enter + RISK_WINDOW_DAYS[w] * 86400 * _US
+            parts.append(until_hi(tx.select(C.MERCHANT_ID, leave.alias(_T), F.lit(-1).alias(f"_drc_{w}"))))
+        fraud = (df.where((F.col(C.IS_FRAUD) == 1) & F.col(C.LABEL_AVAILABLE_AT).isNotNull())
+                 .select(C.MERCHANT_ID, F.unix_micros(F.col(C.TS)).alias("_ts"),
+                         F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)).alias("_la")))
+        if risk_lo is not None:
+            fraud = fraud.where(F.col("_ts") >= risk_lo)
+        known = F.greatest(F.col("_ts") + delay_us, F.col("_la"))
+        for w in sorted(risk):
+            leave = F.col("_ts") + delay_us + RISK_WINDOW_DAYS[w] * 86400 * _US
+            counted = fraud.where(known < leave)
+            parts.append(until_hi(counted.select(C.MERCHANT_ID, known.alias(_T), F.lit(1).alias(f"_drf_{w}"))))
+            parts.append(until_hi(counted.select(C.MERCHANT_ID, leave.alias(_T), F.lit(-1).alias(f"_drf_{w}"))))
     events = parts[0]
     for p in parts[1:]:
         events = events.unionByName(p, allowMissingColumns=True)
     return events
 
 
+def lookback_seconds(features: list[str] | tuple[str, ...], risk_delay_days: float = DEFAULT_RISK_DELAY_DAYS) -> int:
+    """How far back the history of these features reaches (a feature store keeps this much)."""
+    rate, count = _risk_windows(list(features))
+    risk = max((RISK_WINDOW_DAYS[w] * 86400 for w in rate | count), default=0)
+    return max(MAX_LOOKBACK_SECONDS, int(round(risk_delay_days * 86400)) + risk if risk else 0)
+
+
 def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: datetime | None = None,
-                 until: datetime | None = None) -> DataFrame:
+                 until: datetime | None = None, risk_delay_days: float = DEFAULT_RISK_DELAY_DAYS) -> DataFrame:
     """`df` (canonical columns) plus one double column per feature, point-in-time correct.
 
     Uses every row of `df` as history. With `start` and `until`, returns only rows with
     start <= ts < until, and reads only the history that can matter to them
-    (transactions and chargebacks from start - 30 days on, before until); their features
+    (transactions and chargebacks from start - lookback_seconds on, before until); their features
     are the same as without the bounds. Spark sorts once per entity: all card features
     share one window ordering, all merchant features (and the chargeback events the
     merchant fraud rate needs) another.
@@ -185,8 +244,9 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
     unknown = [f for f in features if f not in known_features()]
     if unknown:
         raise ValueError(f"unknown features: {', '.join(unknown)}")
-    lo = _micros(start) - MAX_LOOKBACK_SECONDS * _US if start is not None else None
+    lo = _micros(start) - lookback_seconds(features, risk_delay_days) * _US if start is not None else None
     hi = _micros(until) if until is not None else None
+    delay_us = int(round(risk_delay_days * 86400 * _US))
 
     def bounded(t: Column) -> Column:
         cond = F.lit(True)
@@ -204,8 +264,10 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
     rate = "merchant_fraud_rate_30d" in features
     if rate:
         mneed["count"].add("30d")
-    if mneed["count"] or mneed["amount"]:
-        events = _merchant_events(out, df, mneed, rate, bounded, hi)
+    risk_rate, risk_count = _risk_windows(features)
+    risk = risk_rate | risk_count
+    if mneed["count"] or mneed["amount"] or risk:
+        events = _merchant_events(out, df, mneed, rate, bounded, hi, risk, delay_us, lo)
         merchant = Window.partitionBy(C.MERCHANT_ID).orderBy(_T).rangeBetween(Window.unboundedPreceding, -1)
         mcols: dict[str, Column] = {}
         for w in sorted(mneed["count"]):
@@ -214,6 +276,10 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
             mcols[f"_ma_{w}"] = F.coalesce(F.sum(f"_da_{w}").over(merchant), F.lit(0)) / AMOUNT_SCALE
         if rate:
             mcols["_mcb_30d"] = F.coalesce(F.sum("_dcb").over(merchant), F.lit(0))
+        for w in sorted(risk):
+            mcols[f"_mrc_{w}"] = F.coalesce(F.sum(f"_drc_{w}").over(merchant), F.lit(0))
+            if w in risk_rate:
+                mcols[f"_mrf_{w}"] = F.coalesce(F.sum(f"_drf_{w}").over(merchant), F.lit(0))
         out = events.withColumns(mcols).where(F.col("_is_tx") == 1)
 
     # --- per card: one window ordering for every card feature
@@ -222,11 +288,20 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
     if "amount_to_card_mean" in features:
         cneed["count"].add("30d")
         cneed["amount"].add("30d")
+    card_max: set[str] = set()
+    for f in features:
+        if f.startswith(("card_mean_amount_", "amount_to_card_mean_")):
+            cneed["count"].add(f.rsplit("_", 1)[1])
+            cneed["amount"].add(f.rsplit("_", 1)[1])
+        elif f.startswith(("card_max_amount_", "amount_to_card_max_")):
+            card_max.add(f.rsplit("_", 1)[1])
     card_cols: dict[str, Column] = {}
     for w in sorted(cneed["count"]):
         card_cols[f"_cc_{w}"] = F.count(F.lit(1)).over(_frame(card, WINDOW_SECONDS[w]))
     for w in sorted(cneed["amount"]):
         card_cols[f"_ca_{w}"] = F.coalesce(F.sum(amount).over(_frame(card, WINDOW_SECONDS[w])), F.lit(0.0))
+    for w in sorted(card_max):
+        card_cols[f"_cx_{w}"] = F.max(amount).over(_frame(card, WINDOW_SECONDS[w]))
     if "seconds_since_card_prev" in features:
         card_cols["_cprev"] = F.max(_T).over(_frame(card, MAX_LOOKBACK_SECONDS))
     if card_cols:
@@ -239,6 +314,10 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
             continue  # the amount column is already there (and a slice column)
         if f == "hour_of_day":
             e = F.hour(F.col(C.TS))
+        elif f == "is_weekend":
+            e = F.dayofweek(F.col(C.TS)).isin(1, 7).cast("int")  # Spark: 1 = Sunday, 7 = Saturday
+        elif f == "is_night":
+            e = (F.hour(F.col(C.TS)) < 6).cast("int")
         elif f == "is_online":
             e = (F.lower(F.col(C.CHANNEL)) == "online").cast("int")  # null channel stays null
         elif f == "cross_border":
@@ -250,6 +329,25 @@ def add_features(df: DataFrame, features: list[str] | tuple[str, ...], start: da
             e = F.when((n > 0) & (s != 0), amount / (s / n)).otherwise(F.lit(1.0))
         elif f == "merchant_fraud_rate_30d":
             e = F.col("_mcb_30d") / (F.col("_mc_30d") + F.lit(MERCHANT_RATE_SMOOTHING))
+        elif f.startswith("card_mean_amount_"):
+            w = f.rsplit("_", 1)[1]
+            n, s = F.col(f"_cc_{w}"), F.col(f"_ca_{w}")
+            e = F.when(n > 0, s / n).otherwise(F.lit(0.0))
+        elif f.startswith("amount_to_card_mean_"):
+            w = f.rsplit("_", 1)[1]
+            n, s = F.col(f"_cc_{w}"), F.col(f"_ca_{w}")
+            e = F.when((n > 0) & (s != 0), amount / (s / n)).otherwise(F.lit(1.0))
+        elif f.startswith("card_max_amount_"):
+            e = F.coalesce(F.col(f"_cx_{f.rsplit('_', 1)[1]}"), F.lit(0.0))
+        elif f.startswith("amount_to_card_max_"):
+            top = F.col(f"_cx_{f.rsplit('_', 1)[1]}")
+            e = F.when(top.isNotNull() & (top != 0), amount / top).otherwise(F.lit(1.0))
+        elif f.startswith("merchant_risk_count_"):
+            e = F.col(f"_mrc_{f.rsplit('_', 1)[1]}")
+        elif f.startswith("merchant_risk_"):
+            w = f.rsplit("_", 1)[1]
+            n = F.col(f"_mrc_{w}")
+            e = F.when(n > 0, F.col(f"_mrf_{w}") / n).otherwise(F.lit(0.0))
         else:
             entity, kind, w = f.split("_")
             e = F.col(f"_{entity[0]}{kind[0]}_{w}")
@@ -356,7 +454,8 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
 
     # 2. features over all (filtered) history, then the two windows of mature rows
     feat = add_features(df.where(keep), features, start=min(windows.train_start, windows.test_start),
-                        until=max(windows.train_end, windows.test_end))
+                        until=max(windows.train_end, windows.test_end),
+                        risk_delay_days=spec.feature_options.risk_delay(spec.dataset))
     t = F.unix_micros(F.col(C.TS))
     in_window = (F.when((t >= _micros(windows.train_start)) & (t < _micros(windows.train_end)), F.lit("train"))
                  .when((t >= _micros(windows.test_start)) & (t < _micros(windows.test_end)), F.lit("test")))
@@ -494,7 +593,8 @@ def build_recent_traffic(raw_path: str | Path, spec: DataSpec, out_path: str | P
     spark = spark or get_spark()
     features = list(spec.features)
     tx = read_transactions(spark, raw_path, spec)
-    feat = add_features(tx.df.where(filter_condition(spec.filters)), features, start=start, until=end)
+    feat = add_features(tx.df.where(filter_condition(spec.filters)), features, start=start, until=end,
+                        risk_delay_days=spec.feature_options.risk_delay(spec.dataset))
     slices = [c for c in SLICE_COLUMNS if c in tx.columns and c not in features]
     t = F.unix_micros(F.col(C.TS))
     rows = (feat.where((t >= _micros(start)) & (t < _micros(end)))

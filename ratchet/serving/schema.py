@@ -45,13 +45,17 @@ def attribute_reader(names: tuple[str, ...]) -> Callable[[object], tuple]:
     return read
 
 
-_COUNT_OR_AMOUNT = re.compile(r"^(card|merchant)_(count|amount)_\w+$")
+_NON_NEGATIVE = re.compile(r"^((card|merchant)_(count|amount)|card_mean_amount|amount_to_card_mean|card_max_amount"
+                           r"|amount_to_card_max|merchant_risk_count)_\w+$")
+_SHARE = re.compile(r"^merchant_risk_\d+d$")
 
 #: Ranges of the features ratchet's training-set job computes: (ge, le); None = unbounded.
 FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
     "amount": (0.0, None),
     "hour_of_day": (0.0, 24.0),
     "is_online": (0.0, 1.0),
+    "is_weekend": (0.0, 1.0),
+    "is_night": (0.0, 1.0),
     "cross_border": (0.0, 1.0),
     "seconds_since_card_prev": (0.0, None),
     "amount_to_card_mean": (0.0, None),
@@ -67,7 +71,9 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=Tr
 def feature_range(name: str) -> tuple[float | None, float | None]:
     if name in FEATURE_RANGES:
         return FEATURE_RANGES[name]
-    if _COUNT_OR_AMOUNT.match(name):
+    if _SHARE.match(name):  # known frauds among the delayed window's payments
+        return (0.0, 1.0)
+    if _NON_NEGATIVE.match(name):
         return (0.0, None)
     return (None, None)
 

@@ -22,10 +22,10 @@ from pydantic import (
 
 from ratchet.data import columns as C
 from ratchet.data.spec import (  # noqa: F401 - re-exported: the data sections are imported from here too
-    _AGG_RE, FILTER_OPS, MASTER_ENV, MASTER_RE, MEMORY_RE, SCALAR_FEATURES, SCORING_MODES, WINDOW_SECONDS,
-    Checks, ChecksFile, DatasetFile, DatasetSpec, DataSpec, Filter, FilterFile, ResolvedWindows, SparkExecutors,
-    SparkFile, SparkSpec, SpecSection, Windows, WindowsFile, _day, _filters, feature_needs, known_features, or_empty,
-    typed,
+    FILTER_OPS, MASTER_ENV, MASTER_RE, MEMORY_RE, SCALAR_FEATURES, SCORING_MODES, WINDOW_SECONDS, Checks,
+    ChecksFile, DatasetFile, DatasetSpec, DataSpec, FeatureOptions, FeatureOptionsFile, FeaturesField, Filter,
+    FilterFile, ResolvedWindows, SparkExecutors, SparkFile, SparkSpec, SpecSection, Windows, WindowsFile, _day,
+    _filters, feature_needs, known_features, or_empty, typed,
 )
 from ratchet.yamlfile import Problem, YamlDoc, default_message, fail, load_yaml, parse_yaml, validate
 
@@ -81,6 +81,7 @@ class TrainingSpec:
     #: features a decision request may leave out (absent or null: scored as missing, and counted);
     #: every other feature is required (422 naming it). Serving policy, not part of the recipe's hash.
     missing_allowed: tuple[str, ...] = ()
+    feature_options: FeatureOptions = field(default_factory=FeatureOptions)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,6 +93,8 @@ class TrainingSpec:
         recipe = self.to_dict()
         recipe.pop("spark")  # where it runs, not what it builds
         recipe.pop("missing_allowed")  # what the service accepts, not what is built
+        if self.feature_options == FeatureOptions():
+            recipe.pop("feature_options")  # the defaults: hashes from before the section existed stay equal
         for key in ("early_stopping", "class_weight", "search"):  # off: hashes from before these keys stay equal
             if recipe["xgboost"][key] is None:
                 recipe["xgboost"].pop(key)
@@ -307,17 +310,6 @@ def _messages(p: Problem) -> str | None:
     return default_message(p) + (f"; did you mean {close[0]!r}?" if close else "")
 
 
-def _features(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise fail("expected a non-empty list of feature names; known: " + ", ".join(known_features()))
-    for i, f in enumerate(value):
-        if not isinstance(f, str) or feature_needs(f) is None:
-            raise fail(f"unknown feature {f!r}; known: {', '.join(known_features())}", i)
-    if len(set(value)) != len(value):
-        raise fail("a feature is listed twice")
-    return tuple(value)
-
-
 #: Features missing by construction: seconds_since_card_prev has no value on a card's first payment.
 MISSING_BY_CONSTRUCTION: frozenset[str] = frozenset({"seconds_since_card_prev"})
 
@@ -340,10 +332,7 @@ class SpecFile(SpecSection):
     name: typed(str) = None  # None: the file's name
     label: typed(str) = C.IS_FRAUD
     seed: typed(int, nonneg=True) = 7
-    features: Annotated[Any, PlainValidator(_features), WithJsonSchema({  # validated to a tuple of names
-        "type": "array", "minItems": 1, "uniqueItems": True,
-        "items": {"anyOf": [{"enum": known_features()}, {"type": "string", "pattern": _AGG_RE.pattern}]}})] = Field(
-        default=None, validate_default=True)  # required, with the spec's own message
+    features: FeaturesField = Field(default=None, validate_default=True)  # required, with the spec's own message
     dataset: DatasetFile = DatasetFile()
     windows: WindowsFile = WindowsFile()
     filters: Annotated[list[FilterFile], BeforeValidator(_filters)] = []
@@ -351,9 +340,10 @@ class SpecFile(SpecSection):
     checks: ChecksFile = ChecksFile()
     spark: SparkFile = SparkFile()
     missing_features: MissingFeaturesFile = MissingFeaturesFile()
+    feature_options: FeatureOptionsFile = FeatureOptionsFile()
 
     _sections = field_validator("dataset", "windows", "xgboost", "checks", "spark", "missing_features",
-                                mode="before")(or_empty)
+                                "feature_options", mode="before")(or_empty)
 
     @field_validator("missing_features")
     @classmethod
@@ -374,7 +364,7 @@ def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
     return TrainingSpec(name=Path(doc.path).stem if f.name is None else f.name, label=f.label, features=f.features,
                         dataset=f.dataset.value(), windows=f.windows.value(), filters=tuple(f.filters), xgboost=xgb,
                         checks=f.checks.value(), seed=f.seed, spark=f.spark.value(), source_path=doc.path,
-                        missing_allowed=_missing_allowed(f))
+                        missing_allowed=_missing_allowed(f), feature_options=f.feature_options.value())
 
 
 def _missing_allowed(f: SpecFile) -> tuple[str, ...]:

@@ -90,7 +90,8 @@ def reference_from_registry(registry: Registry, version: int, sample_rows: int =
     spark = get_spark()
     tx = read_transactions(spark, tags["data_path"], spec)
     start, end = (datetime.fromisoformat(windows[k]) for k in ("train_start", "train_end"))
-    feats = add_features(tx.df.where(filter_condition(spec.filters)), list(spec.features), start=start, until=end)
+    feats = add_features(tx.df.where(filter_condition(spec.filters)), list(spec.features), start=start, until=end,
+                         risk_delay_days=spec.feature_options.risk_delay(spec.dataset))
     frame = feats.toPandas()
     return frame.sample(n=sample_rows, random_state=0) if len(frame) > sample_rows else frame
 
