@@ -161,6 +161,21 @@ def test_a_card_precision_clause_is_judged_with_a_bootstrap_interval_and_rendere
     assert live.interval[0] < lo and live.interval[1] > hi
 
 
+
+def test_cp_at_100_is_a_headline_metric_the_release_logs_for_both_models() -> None:
+    from ratchet.evaluate.scoring import headline_metrics
+
+    df = _scored(n=20_000)
+    v = evaluate_contract(contract_from_text(CONTRACT, "contracts/cp.yaml"), df)
+    m = headline_metrics(v, len(df))
+    assert m["card_precision_at_100"] == pytest.approx(
+        card_precision_at_k(df["ts"], df["card_id"], df["label"], df["candidate_score"], 100).value)
+    assert m["baseline_card_precision_at_100"] == pytest.approx(
+        card_precision_at_k(df["ts"], df["card_id"], df["label"], df["baseline_score"], 100).value)
+    no_ts = headline_metrics(evaluate_contract(contract_from_text(CONTRACT, "contracts/cp.yaml"),
+                                               df.drop(columns=["card_id"]), sequential=True), len(df))
+    assert "card_precision_at_100" not in no_ts and "auc" in no_ts   # not computable: left out, not logged as 0
+
 def test_card_precision_needs_ts_and_card_id() -> None:
     contract = contract_from_text(CONTRACT, "contracts/cp.yaml")
     df = _scored(n=5_000)

@@ -21,6 +21,8 @@ from ratchet.train.trainer import LABEL_COLUMN, predict
 
 SLICE_COLUMNS = (C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL, C.AMOUNT, C.CARD_ID, C.TS)
 METRIC_KEYS = ("auc", "average_precision", "recall_at_fpr", "fpr", "recall", "block_rate", "rows")
+#: The verdict's overall card precisions (card_precision_at_<k>, e.g. CP@100) are headline metrics too.
+CARD_PRECISION_PREFIX = "card_precision_at_"
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,13 @@ def headline_metrics(verdict: Any, rows: int) -> dict[str, float]:
     """The candidate's overall test metrics, plus the baseline's prefixed `baseline_`."""
     overall = verdict.overall
     cand = overall.get("candidate", overall)
-    metrics: dict[str, float] = {k: cand.get(k) for k in METRIC_KEYS if cand.get(k) is not None}
+    keys = METRIC_KEYS + tuple(sorted(k for k in cand if k.startswith(CARD_PRECISION_PREFIX)))
+    metrics: dict[str, float] = {k: cand.get(k) for k in keys if cand.get(k) is not None}
     metrics["rows"] = rows
     if isinstance(cand.get("threshold"), float):
         metrics["threshold"] = cand["threshold"]
     base = overall.get("baseline") or {}
-    metrics.update({f"baseline_{k}": base[k] for k in METRIC_KEYS if base.get(k) is not None and k != "rows"})
+    metrics.update({f"baseline_{k}": base[k] for k in keys if base.get(k) is not None and k != "rows"})
     return metrics
 
 
