@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/pipeline.py                  # 100k and 1M transactions
     .venv/bin/python bench/pipeline.py --rows 100000
+    .venv/bin/python bench/pipeline.py --rows 1000000 --add-features card_mean_amount_7d merchant_risk_7d ...
 
 For each size: generate synthetic transactions (not counted), then run a bootstrap
 release on kfp's local runner from raw Parquet to a gated, registered version in a
 fresh MLflow store, and print per-step and total seconds. Target: 1M rows under 180 s
-on 2 cores.
+on 2 cores. --add-features appends feature-library names to specs/fraud.yaml's list (a
+copy of the spec in the temporary folder) to measure what richer features cost.
 """
 
 from __future__ import annotations
@@ -24,7 +26,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def bench(rows: int, days: int) -> dict:
+def spec_with(extra: list[str], folder: Path) -> Path:
+    """specs/fraud.yaml, or a copy of it with `extra` appended to its features."""
+    import yaml
+
+    base = ROOT / "specs/fraud.yaml"
+    if not extra:
+        return base
+    doc = yaml.safe_load(base.read_text())
+    doc["features"] = list(doc["features"]) + [f for f in extra if f not in doc["features"]]
+    out = folder / "fraud-extra.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def bench(rows: int, days: int, extra: list[str]) -> dict:
     from pipelines.local import run_release
     from ratchet.data.synth import SynthConfig, write_transactions
 
@@ -32,8 +48,9 @@ def bench(rows: int, days: int) -> dict:
         t = Path(tmp)
         config = SynthConfig(rows=rows, seed=11, days=days)
         data = write_transactions(config, t / "tx.parquet", progress=False)
+        spec = spec_with(extra, t)
         started = time.perf_counter()
-        outcome = run_release(str(data), str(ROOT / "specs/fraud.yaml"), str(ROOT / "contracts/fraud.yaml"),
+        outcome = run_release(str(data), str(spec), str(ROOT / "contracts/fraud.yaml"),
                               tracking_uri=f"sqlite:///{t / 'mlflow.db'}", bootstrap=True,
                               workdir=str(t / "runs"), quiet=True)
         total = time.perf_counter() - started
@@ -49,12 +66,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, nargs="*", default=[100_000, 1_000_000])
     p.add_argument("--days", type=int, default=365)
+    p.add_argument("--add-features", nargs="*", default=[], metavar="NAME",
+                   help="feature-library names to add to specs/fraud.yaml's features")
     args = p.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    if args.add_features:
+        print(f"specs/fraud.yaml + {len(args.add_features)} features: {' '.join(args.add_features)}")
     for n in args.rows:
-        r = bench(n, args.days)
+        r = bench(n, args.days, args.add_features)
         steps = "  ".join(f"{k}={v:.1f}s" for k, v in r["steps_s"].items())
         print(f"{n:>9,} rows: release {r['total_s']:.1f}s  [{steps}]  verdict={r['verdict']} auc={r['auc']:.4f}",
               flush=True)
