@@ -54,6 +54,37 @@ def test_register_tags_and_artifacts(registry, model_path):
     assert registry.load_booster(v).feature_names == ["a", "b", "c"]
 
 
+
+def test_a_long_verdict_is_cut_at_a_line_end_and_says_where_the_whole_one_is(registry, model_path):
+    from dataclasses import replace
+
+    rows = "\n".join(f"| merchant_id=m{i:05d} | not judged | {i} |" for i in range(300))
+    long_md = "## verdict\n\n| slice | status | n |\n|---|---|---|\n" + rows + "\n\n## Clauses\nthe end"
+    assert len(long_md) > 10_000
+    v = registry.register(replace(record(model_path), verdict_renderings={"verdict.md": long_md}))
+    text = registry.client.get_model_version("fraud", str(v)).description
+    assert len(text) <= 5000 and text.startswith("## verdict")
+    body, note = text.rsplit("\n\n", 1)
+    assert body.endswith(" |") and body.split("\n")[-1] in long_md.split("\n")   # whole table rows only
+    assert "cut here" in note and "release/verdict.md" in note and "release/verdict.html" in note
+    names = {a.path for a in registry.client.list_artifacts(registry.tags(v)["run_id"], "release")}
+    assert "release/verdict.md" in names                                          # where the note points
+
+
+def test_history_with_huge_evidence_stays_valid_json(registry, model_path):
+    v = registry.register(record(model_path))
+    registry.set_stage(v, "staging", actor="controller", reason="r" * 8000,
+                       evidence={"questions": ["merchant_id=m%05d" % i for i in range(2000)], "decisions": 20000})
+    registry.record_transition(v, "staging", "staging", actor="controller", reason="note",
+                               evidence={f"k{i}": "x" * 100 for i in range(100)})
+    events = registry.history(v)                                                   # every tag parses
+    assert [e["to"] for e in events] == ["candidate", "staging", "staging"]
+    big, many = events[1], events[2]
+    assert big["evidence"]["decisions"] == 20000 and len(big["evidence"]["questions"]) == 200
+    assert big["reason"] == "r" * 1000 and big["actor"] == "controller"
+    assert "100 evidence item(s) too long" in many["evidence"]["cut"]
+    assert all(len(t) <= 5000 for k, t in registry.tags(v).items() if k.startswith("history."))
+
 def test_rejected_version_cannot_take_a_stage(registry, model_path):
     v = registry.register(record(model_path, passed=False, reason="gate failed: fpr"))
     assert registry.tags(v)["state"] == "rejected"

@@ -134,6 +134,40 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+#: MLflow's SQL stores hold 5,000 characters in a version's description and in a tag value.
+MLFLOW_TEXT_LIMIT = 5000
+
+
+def description_text(markdown: str, limit: int = MLFLOW_TEXT_LIMIT) -> str:
+    """The version description: the verdict in Markdown, cut at a line end when it is too
+    long for MLflow, with a last line saying so and where the whole verdict is."""
+    if len(markdown) <= limit:
+        return markdown
+    note = ("\n\n_The verdict is cut here to fit MLflow's 5,000-character description: the whole "
+            "verdict is in this version's run, artifacts release/verdict.md and release/verdict.html._")
+    room = limit - len(note)
+    cut = markdown.rfind("\n", 0, room)
+    return markdown[:cut if cut > 0 else room].rstrip() + note
+
+
+def history_text(event: dict[str, Any], limit: int = MLFLOW_TEXT_LIMIT) -> str:
+    """One history event as JSON that always parses and fits a tag: long string values in
+    its evidence are shortened first, then the evidence is replaced by a note."""
+    text = json.dumps(event, default=str)
+    if len(text) <= limit:
+        return text
+    short = dict(event, reason=str(event.get("reason", ""))[:1000])
+    evidence = short.get("evidence") or {}
+    short["evidence"] = {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v)[:200])
+                         for k, v in evidence.items()}
+    text = json.dumps(short, default=str)
+    if len(text) <= limit:
+        return text
+    short["evidence"] = {"cut": f"{len(evidence)} evidence item(s) too long for a tag; "
+                                "see the controller's log and the run's artifacts"}
+    return json.dumps(short, default=str)
+
+
 class Registry:
     """Thin wrapper over MlflowClient for one registered model."""
 
@@ -310,7 +344,7 @@ class Registry:
         for k, v in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), k, v)
         summary = release.verdict_renderings.get("verdict.md") or release.reason
-        self.client.update_model_version(self.model_name, str(version), description=summary[:5000])
+        self.client.update_model_version(self.model_name, str(version), description=description_text(summary))
         self.record_transition(version, None, state, actor="release pipeline", reason=release.reason)
         return version
 
@@ -321,8 +355,7 @@ class Registry:
         n = 1 + sum(1 for k in tags if k.startswith("history."))
         event = {"at": _now(), "actor": actor, "from": from_state, "to": to_state, "reason": reason,
                  "evidence": evidence or {}}
-        self.client.set_model_version_tag(self.model_name, str(version), f"history.{n:04d}",
-                                          json.dumps(event, default=str)[:5000])
+        self.client.set_model_version_tag(self.model_name, str(version), f"history.{n:04d}", history_text(event))
         return event
 
     def set_stage(self, version: int, stage: str, *, actor: str, reason: str,
