@@ -237,6 +237,13 @@ class Verdict:
         out.append(f"Overall: {_overall_line(self.overall)}  ")
         out.append("Thresholds: " + "; ".join(f"{k} {v}" for k, v in self.thresholds.items()))
         out.append("")
+        # the clause table first: short, and the whole story when MLflow cuts a long description
+        out += ["#### Clauses", "", "| clause | scope | rule | severity | pass | fail | inconclusive | not judged |",
+                "|---|---|---|---|---|---|---|---|"]
+        for s in self.clause_summary():
+            out.append(f"| `{s['name']}` | {s['scope']} | {s['rule']} | {s['severity']} | {s['pass']} | {s['fail']} | "
+                       f"{s['inconclusive']} | {s['not_judged']} |")
+        out += ["", f"_Pass: {METHOD['pass']}. Fail: {METHOD['fail']}. Inconclusive: {METHOD['inconclusive']}._", ""]
         fails = self.failures(include_warnings=True)
         out += _md_section("Failures (worst first)", "", fails, max_rows, "failures",
                            ("clause", "severity", "slice", "baseline", "candidate", "diff", "interval", "support", "source"),
@@ -252,12 +259,6 @@ class Verdict:
                            ("question", "status", "baseline", "candidate", "diff", "interval", "support", "note"),
                            lambda r: (f"`{r.key}`", r.status.replace("_", " "), _num(r.baseline), _num(r.candidate),
                                       _num(r.difference, True), _interval(r.interval), r.support, r.reason))
-        out += ["#### Clauses", "", "| clause | scope | rule | severity | pass | fail | inconclusive | not judged |",
-                "|---|---|---|---|---|---|---|---|"]
-        for s in self.clause_summary():
-            out.append(f"| `{s['name']}` | {s['scope']} | {s['rule']} | {s['severity']} | {s['pass']} | {s['fail']} | "
-                       f"{s['inconclusive']} | {s['not_judged']} |")
-        out += ["", f"_Pass: {METHOD['pass']}. Fail: {METHOD['fail']}. Inconclusive: {METHOD['inconclusive']}._"]
         return "\n".join(out) + "\n"
 
     # -- html ------------------------------------------------------------------
