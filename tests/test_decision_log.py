@@ -30,7 +30,7 @@ def req(i: int, **kw) -> SimpleNamespace:  # noqa: ANN003
 
 
 def row(i: int, role: str = "production") -> DecisionRow:
-    return DecisionRow(f"r{i}", time.time(), role, 1, 0.25, 0.5, "allow", "ok", None, 0.3, 1, req(i),
+    return DecisionRow(f"r{i}", time.time(), role, 1, 0.25, 0.5, "allow", "ok", None, 0.3, 1, 1.0, False, req(i),
             FEATURES if role != "shadow" else None)
 
 
@@ -239,14 +239,15 @@ def req(i):
 log = DecisionLog(folder, rotate_rows=rotate, rotate_seconds=3600, row_group_rows=16, drain_every=0.005).start()
 def shadow():   # a second appending thread, as the shadow worker is
     for i in range(shadowed):
-        log.append(DecisionRow(f"r{i}", time.time(), "shadow", 2, 0.5, 0.4, "block", "ok", None, 0.1, 1, req(i), None))
+        log.append(DecisionRow(f"r{i}", time.time(), "shadow", 2, 0.5, 0.4, "block", "ok", None, 0.1, 1, 1.0, False, req(i),
+                               None))
         if i % 50 == 0:
             time.sleep(0.002)
 t = threading.Thread(target=shadow)
 t.start()
 for i in range(served):
-    log.append(DecisionRow(f"r{i}", time.time(), "production", 1, i / served, 0.5, "allow", "ok", None, 0.3, 1, req(i),
-                           FEATURES), journal_now=True)   # as the service does before it answers
+    log.append(DecisionRow(f"r{i}", time.time(), "production", 1, i / served, 0.5, "allow", "ok", None, 0.3, 1, 1.0, False,
+                           req(i), FEATURES), journal_now=True)   # as the service does before it answers
     if i == served // 2:   # some files committed, then the rest appended at once: killed with both
         deadline = time.time() + 30
         while log.files_written < 1 and time.time() < deadline:

@@ -48,7 +48,7 @@ def _log(folder: Path, n: int, missing_share: dict[str, float], seed: int = 0) -
         req = SimpleNamespace(**{**{k: None for k in SLICE_KEYS}, "card_id": f"c{i}", "transaction_id": f"t{i}",
                                  "country": "FR", "amount": 10.0, "merchant_count_24h": value})
         rows.append(DecisionRow(f"r{i}", t0 + i * 0.01, role, 1 if role == "production" else 2, 0.1, 0.5, "allow",
-                                "ok", None, 1.0, 1, req, FEATURES))
+                                "ok", None, 1.0, 1, 1.0, False, req, FEATURES))
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_batches([_batch(rows)]), folder / "decisions-0001.parquet")
 

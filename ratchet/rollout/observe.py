@@ -18,7 +18,7 @@ from typing import Any
 from ratchet.files import read_table
 from ratchet.rollout.plan import RolloutPlan
 from ratchet.rollout.state import DeploymentState, Observations
-from ratchet.serving.log_schema import SCALAR_COLUMNS
+from ratchet.serving.log_schema import LATER_COLUMNS, SCALAR_COLUMNS, SCHEMA
 
 #: Decision-log columns the guards and the shadow review read: the log schema's scalar columns
 #: (ratchet.serving.log_schema, the one schema the service writes). The slice keys are read
@@ -52,6 +52,7 @@ class DecisionLogTail:
 
     def frame(self):  # noqa: ANN201 - pandas DataFrame
         import pandas as pd
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -60,7 +61,12 @@ class DecisionLogTail:
         new = sorted(p for p in self.folder.glob("decisions-*.parquet") if p.name not in self._parts) \
             if self.folder.exists() else []
         for p in new:
-            t = pq.read_table(p, columns=[*LOG_COLUMNS, *SLICE_KEYS, "features"])
+            with pq.ParquetFile(p) as f:
+                have = set(f.schema_arrow.names)
+                t = f.read(columns=[c for c in (*LOG_COLUMNS, *SLICE_KEYS, "features") if c in have])
+            for name, value in LATER_COLUMNS.items():   # a file written before the column: its default
+                if name not in have:
+                    t = t.append_column(name, pa.array([value] * t.num_rows, SCHEMA.field(name).type))
             for name in self.features:
                 t = t.append_column(name, pc.map_lookup(t["features"], name, "first"))
             self._parts[p.name] = t.drop_columns(["features"]).to_pandas()
@@ -142,6 +148,22 @@ def once_per_payment(log):  # noqa: ANN001, ANN201 - pandas DataFrame in and out
     return log if first.all() else log[first]
 
 
+def model_decisions(log):  # noqa: ANN001, ANN201 - pandas DataFrame in and out
+    """The log with each explored allow read as the block its model decided.
+
+    Exploration lets a share of production's would-be blocks through (logged decision allow,
+    explored true); the guards compare models, and read as served, production's block rate
+    would look lower by the exploration share and the canary's relatively higher."""
+    import numpy as np
+
+    if "explored" not in log.columns or not len(log):
+        return log
+    explored = log["explored"].fillna(False).astype(bool).to_numpy()
+    if not explored.any():
+        return log
+    return log.assign(decision=np.where(explored, "block", log["decision"].astype(object).to_numpy()))
+
+
 def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, labels=None):  # noqa: ANN001, ANN201
     """observe(fact, windows) for the Controller from a live decision log: guards per role
     from the start of its current step (each payment once, see once_per_payment; block
@@ -164,7 +186,7 @@ def live_observer(tail: DecisionLogTail | DecisionLogFile, plan: RolloutPlan, la
         return log if t is None else log[(pd.to_datetime(log["ts"], utc=True) >= pd.Timestamp(t)).to_numpy()]
 
     def observe(fact: DeploymentState, windows: dict[str, datetime | None]) -> Observations:
-        log = once_per_payment(tail.frame())
+        log = model_decisions(once_per_payment(tail.frame()))
         if not len(log):
             return Observations(per=per, served_from=serving_window(log, log, fact)[1])
         cw, sw = since(log, windows.get("canary")), since(log, windows.get("shadow"))

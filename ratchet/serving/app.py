@@ -5,7 +5,7 @@ Endpoints:
     GET  /healthz        the process is alive
     GET  /readyz         200 once a production model is loaded, else 503 with the reason
     GET  /metrics        Prometheus text format
-    GET  /admin/config   what is loaded (versions, weight, cohort, thresholds, generation)
+    GET  /admin/config   what is loaded (versions, weight, cohort, thresholds, generation, exploration)
     POST /admin/reload   load a new stage config, then swap atomically (no request dropped)
 
     >>> serve(ServeOptions(tracking_uri="sqlite:///mlflow.db", stages=StageConfig(production=6)))
@@ -152,7 +152,8 @@ def create_app(service: Service, *, initial: StageConfig | None = None, admin_to
         if not authorised(request):
             return _json(401, {"detail": "missing or wrong bearer token"})
         snap = service.snapshot
-        base = {"model_name": service.model_name, "ready": snap is not None}
+        base = {"model_name": service.model_name, "ready": snap is not None,
+                "exploration": service.describe_exploration()}
         if snap is None:
             return _json(200, {**base, "reason": service.not_ready_reason})
         return _json(200, {**base, **snap.describe()})
@@ -192,7 +193,8 @@ def create_app(service: Service, *, initial: StageConfig | None = None, admin_to
             log.error("reload to %s failed: %s", target.fingerprint(), exc)
             return _json(503, {"detail": f"reload failed, still serving the previous config: "
                                          f"{type(exc).__name__}: {exc}"[:2000], "serving": _serving(service)})
-        return _json(200, {"model_name": service.model_name, **snap.describe()})
+        return _json(200, {"model_name": service.model_name, "exploration": service.describe_exploration(),
+                           **snap.describe()})
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> Response:
@@ -277,6 +279,7 @@ def _serving(service: Service) -> str | None:
 
 def build_service(options: ServeOptions) -> Service:
     """A Service wired to the registry, a decision log (if configured) and a shadow worker."""
+    from ratchet.exploration import Explorer
     from ratchet.serving.decision_log import DecisionLog
     from ratchet.serving.shadow import ShadowScorer
 
@@ -289,7 +292,9 @@ def build_service(options: ServeOptions) -> Service:
     # a request waits in the queue at most twice the scoring timeout (at least 2 s) before it is stale
     shadow = ShadowScorer(metrics, decision_log, queue_size=options.shadow_queue, timeout_s=timeout_s,
                           stale_after_s=max(2.0, 2.0 * timeout_s))
-    return Service(_LazyLoader(options), metrics, decision_log, shadow, model_name=options.model_name)
+    explorer = Explorer(options.exploration) if options.exploration is not None else None
+    return Service(_LazyLoader(options), metrics, decision_log, shadow, model_name=options.model_name,
+                   explorer=explorer, exploration_file=options.exploration_file)
 
 
 class _LazyLoader:
@@ -336,6 +341,8 @@ def serve(options: ServeOptions) -> int:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     log.info("decision service on http://%s:%d (model %s, asked %s, %s/%s)", options.host, options.port,
              options.model_name, options.stages.fingerprint(), loop, http)
+    if options.exploration is not None:
+        log.info("exploration on (%s): %s", options.exploration_file, options.exploration.to_dict())
     uvicorn.run(app, host=options.host, port=options.port, loop=loop, http=http, access_log=False,
                 log_level="warning", timeout_graceful_shutdown=10, lifespan="on")
     return 0

@@ -14,10 +14,13 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratchet.errors import SpecError
 from ratchet.stages.wire import STAGE_ENV, Cohort, VersionRef, fingerprint, parse_cohort_text
+
+if TYPE_CHECKING:
+    from ratchet.exploration import ExplorationPolicy
 
 ENV = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
@@ -25,6 +28,7 @@ ENV = {
     **STAGE_ENV,
     "decision_log": "RATCHET_DECISION_LOG",
     "admin_token": "RATCHET_ADMIN_TOKEN",
+    "exploration": "RATCHET_EXPLORATION",
 }
 
 
@@ -68,6 +72,9 @@ class ServeOptions:
     shadow_queue: int = 10_000
     shadow_timeout_ms: float = 50.0
     max_body_bytes: int = 64 * 1024
+    #: the exploration policy (loaded and checked when the options are read), and its file
+    exploration: ExplorationPolicy | None = None
+    exploration_file: str | None = None
 
     def with_stages(self, **changes: Any) -> ServeOptions:
         return replace(self, stages=replace(self.stages, **changes))
@@ -152,6 +159,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="shadow requests waiting at most; more are dropped and counted (default 10000)")
     p.add_argument("--shadow-timeout-ms", type=float, default=50.0,
                    help="a shadow scoring slower than this counts as a timeout (default 50)")
+    p.add_argument("--exploration", default=None, metavar="FILE",
+                   help="exploration policy file: let a random, logged share of production's would-be blocks "
+                        "through (see contracts/exploration.yaml; env RATCHET_EXPLORATION; default off)")
     return p
 
 
@@ -179,6 +189,7 @@ def options_from_args(args: argparse.Namespace, environ: Mapping[str, str] | Non
     )
     if stages.canary is None and stages.canary_weight:
         raise SpecError("--canary-weight is set but no --canary version is given")
+    exploration_file = pick("exploration") or None
     return ServeOptions(
         tracking_uri=pick("tracking_uri") or None,
         model_name=pick("model_name") or "fraud",
@@ -188,4 +199,14 @@ def options_from_args(args: argparse.Namespace, environ: Mapping[str, str] | Non
         admin_token=pick("admin_token") or None,
         log_rotate_rows=args.log_rotate_rows, log_rotate_seconds=args.log_rotate_seconds,
         shadow_queue=args.shadow_queue, shadow_timeout_ms=args.shadow_timeout_ms,
+        exploration=load_exploration(exploration_file), exploration_file=exploration_file,
     )
+
+
+def load_exploration(path: str | None) -> ExplorationPolicy | None:
+    """The policy in `path` (None: exploration off); a bad file is a SpecError naming file, line and key."""
+    if path is None:
+        return None
+    from ratchet.exploration import load_exploration_policy  # pydantic and YAML: only when asked for
+
+    return load_exploration_policy(path)

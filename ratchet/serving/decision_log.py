@@ -36,7 +36,7 @@ written twice.
 
     >>> log = DecisionLog("decisions/", metrics); log.start()
     >>> log.append(DecisionRow(request_id, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1,
-    ...                        req, names), journal_now=True)   # in the journal when it returns
+    ...                        0.95, False, req, names), journal_now=True)   # in the journal when it returns
     >>> log.close()   # flushes
     >>> pandas.read_parquet("decisions/")
 """
@@ -65,7 +65,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from ratchet.serving.log_schema import SCALAR_COLUMNS, SCHEMA, DecisionRow
+from ratchet.serving.log_schema import LATER_COLUMNS, SCALAR_COLUMNS, SCHEMA, DecisionRow
 from ratchet.serving.schema import SLICE_KEYS, attribute_reader
 
 __all__ = ["SCHEMA", "DecisionLog", "DecisionRow"]
@@ -683,6 +683,8 @@ class DecisionLog:
 def _row(rec: list, names_by_id: dict[int, tuple]) -> DecisionRow:
     """A journal record -> the DecisionRow it was made from (the request as a namespace of its fields)."""
     _seq, scalars, keys, nid, values = rec
+    if len(scalars) < _NSCALAR:   # journaled by a ratchet before the later columns: their defaults
+        scalars = (*scalars, *tuple(LATER_COLUMNS.values())[len(scalars) - _NSCALAR:])
     names = names_by_id[nid] if nid >= 0 else None
     request = SimpleNamespace(**dict(zip(SLICE_KEYS, keys)), **(dict(zip(names, values)) if names else {}))
     return DecisionRow(*scalars, request, names)

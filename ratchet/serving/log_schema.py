@@ -16,7 +16,7 @@ columns by the writer thread, off the request path:
 DecisionLog.append first writes the same content (scalars, slice keys, feature values) to
 the log's journal, from which a killed process's rows are recovered into these columns.
 
-    >>> DecisionRow(rid, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1, req, names)
+    >>> DecisionRow(rid, time.time(), "production", 6, 0.91, 0.8, "block", "ok", None, 0.4, 1, 0.95, False, req, names)
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ SCALAR_FIELDS: tuple[pa.Field, ...] = tuple(pa.field(name, type_) for name, type
     ("error", pa.string()),
     ("latency_ms", pa.float64()),      # served roles: request received -> decided; shadow: its scoring
     ("config_generation", pa.int64()),  # which loaded configuration decided (see GET /admin/config)
+    # the probability of `decision` given the score (ratchet.exploration): 1.0 for every deterministic
+    # decision (allows, canary and shadow rows, no exploration); p for an explored allow, 1 - p for a
+    # block that could have been explored. A labelled allow weighs 1 / propensity.
+    ("propensity", pa.float64()),
+    ("explored", pa.bool_()),          # a production block let through by exploration (decision = allow)
 ))
 
 #: The stable schema of every decision-log file: the scalars, the slice keys, the features map.
@@ -51,6 +56,10 @@ SCHEMA = pa.schema([
 
 #: Names of the scalar columns, in schema order (what the rollout guards read besides slice keys).
 SCALAR_COLUMNS: tuple[str, ...] = tuple(f.name for f in SCALAR_FIELDS)
+
+#: The values of the columns added last, for rows written before them (older journals and files):
+#: every decision then was deterministic.
+LATER_COLUMNS: dict[str, Any] = {"propensity": 1.0, "explored": False}
 
 
 class DecisionRow(NamedTuple):
@@ -67,12 +76,15 @@ class DecisionRow(NamedTuple):
     error: str | None
     latency_ms: float
     config_generation: int
+    propensity: float             # 1.0 unless exploration could change this decision
+    explored: bool
     request: Any                  # validated request: slice keys and features read by attribute
     feature_names: tuple[str, ...] | None
 
 
 # the record and the schema are one list: fail at import, not in a log file, if they drift
 if DecisionRow._fields != (*SCALAR_COLUMNS, "request", "feature_names") \
-        or tuple(SCHEMA.names[len(SCALAR_COLUMNS):]) != (*SLICE_KEYS, "features"):
+        or tuple(SCHEMA.names[len(SCALAR_COLUMNS):]) != (*SLICE_KEYS, "features") \
+        or SCALAR_COLUMNS[-len(LATER_COLUMNS):] != tuple(LATER_COLUMNS):
     raise RuntimeError(f"DecisionRow fields {DecisionRow._fields} do not match the decision log "
                       f"schema {SCHEMA.names}")

@@ -64,6 +64,12 @@ class Metrics:
         self.shadow_dropped: dict[str, int] = defaultdict(int)              # reason
         self.shadow_latency = Histogram()
         self.reloads: dict[str, int] = defaultdict(int)                     # ok | failed
+        # exploration, per production version (ratchet.exploration): would-be blocks that had a
+        # chance to be let through, those let through, their amount and expected loss (score x amount)
+        self.exploration_eligible: dict[int, int] = defaultdict(int)
+        self.explored: dict[int, int] = defaultdict(int)
+        self.exploration_amount: dict[int, float] = defaultdict(float)
+        self.exploration_expected_loss: dict[int, float] = defaultdict(float)
         self.gauges: dict[str, Callable[[], float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MetricsCollector(self))
@@ -76,6 +82,14 @@ class Metrics:
         if h is None:
             h = self.latency[path] = Histogram()
         h.observe(seconds)
+
+    def observe_exploration(self, version: int, explored: bool, amount: float, score: float) -> None:
+        """One production would-be block that exploration could let through (request path: a few adds)."""
+        self.exploration_eligible[version] += 1
+        if explored:
+            self.explored[version] += 1
+            self.exploration_amount[version] += amount
+            self.exploration_expected_loss[version] += score * amount
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()
@@ -144,6 +158,7 @@ class MetricsCollector(Collector):
         shadow = HistogramMetricFamily("ratchet_shadow_duration_seconds", "Shadow scoring time per batch.", labels=[])
         shadow.add_metric([], m.shadow_latency.cumulative(), m.shadow_latency.sum)
         yield shadow
+        yield from _exploration_families(m)
         reloads = CounterMetricFamily("ratchet_reloads_total", "Configuration reloads by outcome.", labels=["outcome"])
         for outcome in ("ok", "failed"):
             reloads.add_metric([outcome], m.reloads.get(outcome, 0))
@@ -156,3 +171,28 @@ class MetricsCollector(Collector):
             yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
         yield GaugeMetricFamily("ratchet_uptime_seconds", "Seconds since the service started.",
                                 value=time.time() - m.started)
+
+
+#: (name, help, Metrics attribute) of the exploration counters, each by production version
+_EXPLORATION = (
+    ("ratchet_exploration_eligible_total", "Production would-be blocks that exploration could let through "
+     "(not opted out, under the day's loss cap), by version.", "exploration_eligible"),
+    ("ratchet_explored_total", "Production would-be blocks let through by exploration, by version; "
+     "the exploration rate is explored / eligible.", "explored"),
+    ("ratchet_exploration_amount_total", "Sum of the amounts of the explored payments, by version.",
+     "exploration_amount"),
+    ("ratchet_exploration_expected_loss_total", "Sum of score x amount of the explored payments: the fraud loss "
+     "exploration is expected to let through, by version.", "exploration_expected_loss"),
+)
+
+
+def _exploration_families(m: Metrics) -> Iterator[Metric]:
+    # copied in the reverse order of observe_exploration's adds, eligible last: a scrape never
+    # shows more explored than eligible decisions
+    counts = {attr: getattr(m, attr).copy() for _n, _t, attr in reversed(_EXPLORATION)}
+    versions = sorted(counts["exploration_eligible"])
+    for name, text, attr in _EXPLORATION:
+        family = CounterMetricFamily(name, text, labels=["version"])
+        for version in versions:   # every version with an eligible block, zeros included
+            family.add_metric([str(version)], counts[attr].get(version, 0))
+        yield family

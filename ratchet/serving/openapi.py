@@ -34,6 +34,10 @@ class Decision(BaseModel):
     model_version: int
     role: Literal["production", "canary"]
     request_id: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    explored: Literal[True] = Field(  # type: ignore[assignment]
+        None, description="present (true) only when production would have blocked and exploration let the "
+                          "payment through: decision is allow, score >= threshold",
+        json_schema_extra=lambda s: s.pop("default", None))
 
 
 class Problem(BaseModel):
@@ -83,6 +87,8 @@ class Config(BaseModel):
     shadow: int | None = None
     generation: int | None = None
     fingerprint: str | None = None
+    exploration: dict[str, Any] | None = Field(None, description="the exploration policy (--exploration), "
+                                                                 "null when off")
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -106,7 +112,9 @@ def _operations(admin: bool) -> dict[tuple[str, str], dict[str, Any]]:
             "description": "Scores the transaction with production (or the canary, for a card in the canary's "
                            "share and cohort) and answers with the decision. Every feature is optional (absent or "
                            "null: missing, as XGBoost treats it) and must be a finite number in its range; unknown "
-                           "fields are refused. The decision is logged before the answer is sent.",
+                           "fields are refused. The decision is logged before the answer is sent. With "
+                           "--exploration, a random share of production's would-be blocks is allowed and "
+                           "answered with explored: true (logged with its propensity).",
             "parameters": [{"name": "x-request-id", "in": "header", "required": False,
                             "description": "your id for this request (logged with the decision); default: a new one",
                             "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN}}],

@@ -1,10 +1,15 @@
-"""The decision service's core, without HTTP: route, score, threshold, log, shadow; reload.
+"""The decision service's core, without HTTP: route, score, threshold, explore, log, shadow; reload.
 
 Everything a request needs is one immutable Snapshot (models, weights, validator). A
 request reads `service.snapshot` once and uses only that object, so a reload -- which
 loads every model fully first, then replaces the reference in one assignment -- drops
 no request and never mixes two configurations in one answer; the old snapshot keeps
 serving until the swap, and stays if the load fails.
+
+Exploration (optional, ratchet.exploration): a production decision that would block may be
+let through with the policy's probability; the answer says `"explored": true` and the log
+row carries the decision served with its propensity. Canary and shadow decisions are never
+explored, and the shadow compares itself with production's model decision, not the allow.
 
     >>> svc = Service(ModelLoader(Registry(uri, "fraud")), metrics, decision_log, shadow)
     >>> svc.reload(StageConfig(production=6, canary=7, canary_weight=5, shadow=8))
@@ -28,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from ratchet.errors import RatchetError
+from ratchet.exploration import Explorer
 from ratchet.serving.config import StageConfig, VersionRef
 from ratchet.serving.log_schema import DecisionRow
 from ratchet.serving.metrics import Metrics
@@ -90,19 +96,32 @@ class Snapshot:
 
 class Service:
     def __init__(self, loader, metrics: Metrics | None = None, decision_log=None, shadow=None,  # noqa: ANN001
-                 *, model_name: str = "fraud", fault_env: dict[str, str] | None = None) -> None:
+                 *, model_name: str = "fraud", fault_env: dict[str, str] | None = None,
+                 explorer: Explorer | None = None, exploration_file: str | None = None) -> None:
         self.loader = loader
         self.metrics = metrics or Metrics()
         self.log = decision_log
         self.shadow = shadow
         self.model_name = model_name
         self.faults = faults() if fault_env is None else fault_env
+        #: production's would-be blocks it may let through (None: exploration off); not reloaded
+        self.explorer = explorer
+        self.exploration_file = exploration_file
         self.snapshot: Snapshot | None = None
         self.not_ready_reason = "models not loaded yet"
         self._reload_lock = threading.Lock()
         self._generation = 0
         self._known = _known_features()
         self.metrics.gauges["ratchet_config_generation"] = lambda: self.snapshot.generation if self.snapshot else 0
+        if explorer is not None and explorer.policy.max_expected_loss_per_day is not None:
+            self.metrics.gauges["ratchet_exploration_expected_loss_today"] = explorer.spent_today
+
+    def describe_exploration(self) -> dict[str, Any] | None:
+        """The exploration policy for GET /admin/config (None: off)."""
+        if self.explorer is None:
+            return None
+        return {"file": self.exploration_file, **self.explorer.policy.to_dict(),
+                "expected_loss_today": self.explorer.spent_today()}
 
     # ---- configuration -----------------------------------------------------------------
     def merge(self, changes: dict[str, Any]) -> StageConfig:
@@ -197,19 +216,38 @@ class Service:
         x = np.array([[getattr(req, f) for f in model.features]], dtype=np.float32)  # None -> NaN
         score = float(model.predict(x)[0])
         threshold = model.threshold_for(req.merchant_id)
-        decision = "block" if score >= threshold else "allow"
+        decision = served = "block" if score >= threshold else "allow"
         rid = request_id or uuid.uuid4().hex
+        propensity, explored = 1.0, False
+        if decision == "block" and role == "production" and self.explorer is not None:
+            served, propensity, explored = self._explore(req, rid, score, threshold, model.version)
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        self.metrics.decisions[(role, model.version, decision)] += 1
+        self.metrics.decisions[(role, model.version, served)] += 1
         if self.log is not None:
             # journaled (one os.write) before this returns, so before the answer is sent: a
             # decision that was answered survives a kill -9 (decision_log's journal)
-            self.log.append(DecisionRow(rid, time.time(), role, model.version, score, threshold, decision, "ok", None,
-                                        latency_ms, snap.generation, req, model.features), journal_now=True)
+            self.log.append(DecisionRow(rid, time.time(), role, model.version, score, threshold, served, "ok", None,
+                                        latency_ms, snap.generation, propensity, explored, req, model.features),
+                            journal_now=True)
         if snap.shadow is not None and self.shadow is not None:
             self.shadow.submit(ShadowItem(snap.shadow, rid, time.monotonic(), req, role, decision, snap.generation))
-        return 200, {"decision": decision, "score": score, "threshold": threshold, "model_version": model.version,
-                     "role": role, "request_id": rid}
+        answer = {"decision": served, "score": score, "threshold": threshold, "model_version": model.version,
+                  "role": role, "request_id": rid}
+        if explored:
+            answer["explored"] = True
+        return 200, answer
+
+    def _explore(self, req: Any, rid: str, score: float, threshold: float, version: int) -> tuple[str, float, bool]:
+        """(served decision, propensity, explored) of a production would-be block, counted in the metrics.
+
+        The draw's key is the payment's transaction_id (the same payment gets the same draw on every
+        replica and retry), else the request id; a request without an amount exposes 0."""
+        amount = getattr(req, "amount", None) or 0.0
+        d = self.explorer.decide(score, threshold, amount, req.transaction_id or rid, time.time(),  # type: ignore[union-attr]
+                                 req.merchant_id, req.merchant_category)
+        if d.share > 0.0:
+            self.metrics.observe_exploration(version, d.explored, amount, score)
+        return d.decision, d.propensity, d.explored
 
     # ---- lifecycle -----------------------------------------------------------------------
     def load_initial(self, target: StageConfig, stop: threading.Event, retry_s: float = 2.0) -> None:

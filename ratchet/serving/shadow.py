@@ -37,7 +37,8 @@ class ShadowItem(NamedTuple):
     enqueued: float           # time.monotonic() when queued; older than stale_after_s -> dropped
     request: Any              # the validated request (features read by attribute)
     served_role: str          # production | canary: the role that answered
-    served_decision: str      # what it answered, to count disagreements
+    served_decision: str      # its model's decision, to count disagreements between models (an
+                              # exploration's allow is not the model disagreeing)
     config_generation: int    # the configuration that served it, logged with the shadow row
 
 
@@ -133,7 +134,8 @@ class ShadowScorer:
                 score, thr, decision = None, model.threshold_for(it.request.merchant_id), None
             if self.log is not None:
                 self.log.append(DecisionRow(it.request_id, now, "shadow", model.version, score, thr, decision, status,
-                                            error, per_row_ms, it.config_generation, it.request, None))
+                                            error, per_row_ms, it.config_generation, 1.0, False, it.request,
+                                            None))   # a shadow decides nothing: never explored
         if status == "ok":
             m.shadow_scored += len(group)
 
