@@ -20,6 +20,7 @@ EXAMPLES: dict[str, list[str]] = {
     "policy": ["contracts/thresholds.yaml"],
     "monitor": ["contracts/monitor.yaml"],
     "contract": ["contracts/fraud.yaml", "contracts/handbook.yaml", "manifests/base/config/fraud.yaml"],
+    "exploration": ["contracts/exploration.yaml"],
 }
 
 

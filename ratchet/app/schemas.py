@@ -3,8 +3,8 @@
     python -m ratchet.app.schemas            # rewrites schemas/*.schema.json
 
 One `<kind>.schema.json` per file kind: spec (specs/*.yaml), plan (contracts/rollout*.yaml),
-policy (contracts/thresholds.yaml), monitor (contracts/monitor.yaml) and contract
-(contracts/fraud.yaml). The loaders validate with the models themselves
+policy (contracts/thresholds.yaml), monitor (contracts/monitor.yaml), contract
+(contracts/fraud.yaml) and exploration (contracts/exploration.yaml). The loaders validate with the models themselves
 (ratchet.yamlfile.validate); these files only let an editor check a file as it is typed
 (``# yaml-language-server: $schema=...``). The contract's schema is also written to
 ratchet/contracts/schema.json, the path the contract files name.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.contracts.model import SCHEMA_PATH, ContractFile
+from ratchet.exploration.file import ExplorationFile
 from ratchet.monitor.config import MonitorFile
 from ratchet.rollout.plan import PlanFile
 from ratchet.thresholds.policy import PolicyFile
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas"
 #: File kind -> the model of that file.
 MODELS: dict[str, Any] = {"spec": SpecFile, "plan": PlanFile, "policy": PolicyFile, "monitor": MonitorFile,
-                          "contract": ContractFile}
+                          "contract": ContractFile, "exploration": ExplorationFile}
 
 
 def schema(kind: str) -> dict[str, Any]:

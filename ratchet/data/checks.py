@@ -303,9 +303,11 @@ def check_schema(actual: dict[str, str], expected: dict[str, str]) -> CheckResul
 
 # --- statistics: one Spark aggregation each ------------------------------------------
 
-def _null(col: str, numeric: bool) -> Column:
+def _null(col: str, numeric: bool, exempt: Column | None = None) -> Column:
     c = F.col(col)
     missing = (c.isNull() | F.isnan(c)) if numeric else c.isNull()
+    if exempt is not None:  # rows where a null is expected (a blocked payment's label)
+        missing = missing & ~F.coalesce(exempt, F.lit(False))
     return F.sum(F.when(missing, 1).otherwise(0))
 
 
@@ -379,7 +381,8 @@ def _quality(row: Any, q: QualityColumns) -> QualityStats:
 
 def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, ts_micros: Column,
               quality: QualityColumns | None = None, text_numeric: dict[str, str] | None = None,
-              source_prefix: str = "_src_", extra: list[Column] | None = None) -> Any:
+              source_prefix: str = "_src_", extra: list[Column] | None = None,
+              null_exempt: dict[str, Column] | None = None) -> Any:
     """Row counts, null counts, bad label values and the latest timestamp, in one job.
 
     With `quality`, the same job also counts what QualityStats holds (labels, duplicated
@@ -391,13 +394,16 @@ def raw_stats(df: DataFrame, null_columns: list[str], keep: Column, label: str, 
     `text_numeric` (canonical -> "'source' (type)"): numeric columns read from text, whose
     source is `df[source_prefix + canonical]`; rows with text that did not parse are
     counted (RawStats.unparsed, no examples: see text_examples). `extra`: more aggregate
-    expressions for the same job; with it, the result row is returned last.
+    expressions for the same job; with it, the result row is returned last. `null_exempt`
+    (column -> condition): rows where that column's null is expected, not counted (a
+    censored row's label and label_available_at).
     """
     numeric = {f.name for f in df.schema.fields if f.dataType.typeName() in ("double", "float")}
     aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.when(keep, 1).otherwise(0)).alias("rows_filtered"),
             F.sum(F.when(F.col(label).isNotNull() & ~F.col(label).isin(0, 1), 1).otherwise(0)).alias("bad_labels"),
             F.max(F.when(keep, ts_micros)).alias("max_ts")]
-    aggs += [_null(c, c in numeric).alias(f"n_{i}") for i, c in enumerate(null_columns)]
+    exempt = null_exempt or {}
+    aggs += [_null(c, c in numeric, exempt.get(c)).alias(f"n_{i}") for i, c in enumerate(null_columns)]
     text_numeric = text_numeric or {}
     aggs += [F.sum(F.when(_unparsed(c, source_prefix), 1).otherwise(0)).alias(f"u_{i}")
              for i, c in enumerate(text_numeric)]

@@ -31,6 +31,7 @@ CANONICAL_TYPES: dict[str, str] = {
     C.TRANSACTION_ID: "string", C.TS: "timestamp", C.CARD_ID: "string", C.MERCHANT_ID: "string",
     C.MERCHANT_CATEGORY: "string", C.COUNTRY: "string", C.CARD_COUNTRY: "string", C.CHANNEL: "string",
     C.AMOUNT: "double", C.IS_FRAUD: "int", C.LABEL_AVAILABLE_AT: "timestamp",
+    C.DECISION: "string", C.PROPENSITY: "double",
 }
 #: Canonical columns that hold numbers: a text source must parse (see Transactions.text_numeric).
 NUMERIC_CANONICAL: tuple[str, ...] = (C.AMOUNT, C.IS_FRAUD)
@@ -270,7 +271,7 @@ def canonicalize(raw: DataFrame, spec: DataSpec, source_label: str = "the file",
                 expr = _timestamp(col, dtype, ds.timestamp_format)
             except RatchetError as exc:
                 raise RatchetError(f"{source_label}: column '{src}' ({canon}): {exc}") from None
-        elif canon == C.AMOUNT:
+        elif canon in (C.AMOUNT, C.PROPENSITY):
             expr = col.try_cast("double")
         elif canon == C.IS_FRAUD:
             expr = _label(col, dtype)

@@ -105,6 +105,31 @@ class FeatureOptions:
         return float(dataset.label_delay_days) if dataset.label_delay_days is not None else DEFAULT_RISK_DELAY_DAYS
 
 
+#: Values of censoring.explored and censoring.censored.
+EXPLORED_WEIGHTS = ("none", "inverse_propensity")
+CENSORED_MODES = ("drop", "genuine")
+
+
+@dataclass(frozen=True)
+class Censoring:
+    """How a dataset that logs the production policy's decisions (columns decision and
+    propensity) is trained on (part of the recipe). A payment logged as blocked has no
+    outcome: its row is censored and never tested on.
+
+    explored: "inverse_propensity" weights each labelled row by 1 / propensity in training
+        (an explored payment allowed with probability 0.05 stands for 20), "none" (default)
+        weighs every row 1.
+    censored: "drop" (default) leaves blocked rows out of training; "genuine" trains on them
+        as genuine payments (the no-chargeback reading of a feed), each weighted
+        censored_weight (default 1.0; lower it to down-weight them).
+    Censored rows are always features' history (other payments see them) and never a test row.
+    """
+
+    explored: str = "none"
+    censored: str = "drop"
+    censored_weight: float = 1.0
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """How a user's table maps onto the canonical columns."""
@@ -279,6 +304,8 @@ class DataSpec(Protocol):
     def checks(self) -> Checks: ...
     @property
     def feature_options(self) -> FeatureOptions: ...
+    @property
+    def censoring(self) -> Censoring: ...
 
 
 # ---- the spec file's data sections (pydantic models, checked by ratchet.yamlfile.validate) ----
@@ -453,6 +480,26 @@ class FeatureOptionsFile(SpecSection):
 
     def value(self) -> FeatureOptions:
         return FeatureOptions(risk_delay_days=self.risk_delay_days)
+
+
+class CensoringFile(SpecSection):
+    """censoring: how logged decisions (columns decision, propensity) are trained on (see Censoring)."""
+
+    explored: Annotated[str, PlainValidator(_one_of(EXPLORED_WEIGHTS)), WithJsonSchema(
+        {"enum": list(EXPLORED_WEIGHTS)})] = "none"
+    censored: Annotated[str, PlainValidator(_one_of(CENSORED_MODES)), WithJsonSchema(
+        {"enum": list(CENSORED_MODES)})] = "drop"
+    censored_weight: typed(float, positive=True) = 1.0
+
+    @model_validator(mode="after")
+    def _weight_needs_genuine(self) -> "CensoringFile":
+        if self.censored_weight != 1.0 and self.censored != "genuine":
+            raise fail("censored_weight weighs blocked rows trained on as genuine: set censored: genuine, "
+                       "or remove censored_weight", "censored_weight")
+        return self
+
+    def value(self) -> Censoring:
+        return Censoring(explored=self.explored, censored=self.censored, censored_weight=self.censored_weight)
 
 
 def _memory(value: Any) -> Any:

@@ -72,6 +72,9 @@ from ratchet.data.checks import (
     with_examples,
 )
 from ratchet.data.dataset import CANONICAL_TYPES, data_snapshot, filter_condition, read_transactions
+from ratchet.data.logged import (
+    CENSORED_COLUMN, PROPENSITY_COLUMN, check_logged, logged_block, logged_columns, logged_counts,
+)
 from ratchet.data.spark import get_spark
 from ratchet.errors import RatchetError
 from ratchet.data.spec import (
@@ -112,6 +115,8 @@ class TrainingSetResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     rows_immature: int = 0  # rows inside a window dropped because their label was not final at as_of
     rows_duplicate_dropped: int = 0  # repeated transaction_ids dropped (checks.duplicates: drop)
+    rows_censored: int = 0  # rows inside a window logged as blocked: no label (trained on with censoring.censored: genuine)
+    rows_explored: int = 0  # rows inside a window allowed with propensity < 1 (explored)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -408,9 +413,22 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
     mature = F.unix_micros(F.col(C.LABEL_AVAILABLE_AT))
     extra = window_columns(_window_bounds(early), keep, C.IS_FRAUD, ts_us,
                            mature <= F.lit(_micros(early.as_of))) if early else []
+    censored = logged_block(tx.columns)
+    if censored is not None:  # a blocked payment has no label: not a null, and not mature
+        mature = F.when(~censored, mature)
+        extra = window_columns(_window_bounds(early), keep, C.IS_FRAUD, ts_us,
+                               mature <= F.lit(_micros(early.as_of))) if early else []
+        extra += logged_columns(keep, C.PROPENSITY in tx.columns, censored)
     checked = tx.checked if tx.checked is not None else df
+    exempt = {C.IS_FRAUD: censored, C.LABEL_AVAILABLE_AT: censored} if censored is not None else None
     rstats, qstats, agg_row = raw_stats(checked, null_columns, keep, C.IS_FRAUD, ts_us, quality=quality,
-                                        text_numeric=tx.text_numeric, extra=extra)
+                                        text_numeric=tx.text_numeric, extra=extra, null_exempt=exempt)
+    results_logged = check_logged(agg_row, C.PROPENSITY in tx.columns) if censored is not None else []
+    if censored is not None:
+        explored = f"{int(agg_row['lg_explored'] or 0):,} explored (allowed with propensity < 1)" \
+            if C.PROPENSITY in tx.columns else "no propensity column"
+        print(f"[ratchet] logged decisions: {int(agg_row['lg_censored'] or 0):,} blocked rows (censored: no label; "
+              f"censoring.censored: {spec.censoring.censored}), {explored}", flush=True)
     if any(rstats.unparsed.values()):
         rstats = text_examples(checked, rstats)
     qstats = with_examples(df, quality, qstats, keep)  # a limit(1) job per problem found; none on clean data
@@ -432,6 +450,7 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
             print(f"[ratchet] checks.duplicates: drop: dropped {dropped:,} of {rstats.rows:,} rows that repeat a "
                   f"transaction_id (kept the first by ts)", flush=True)
     results += run_checks(quality_results)
+    results += run_checks(results_logged)
     snapshot = data_snapshot(tx, rstats.rows)
 
     latest = _from_micros(rstats.max_ts_micros) if rstats.max_ts_micros is not None else None
@@ -453,6 +472,9 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
         results += run_checks([sample])
 
     # 2. features over all (filtered) history, then the two windows of mature rows
+    if censored is not None:  # a blocked payment's label is unknown, whatever the feed says: no chargeback event
+        df = df.withColumns({C.IS_FRAUD: F.when(~censored, F.col(C.IS_FRAUD)),
+                             C.LABEL_AVAILABLE_AT: F.when(~censored, F.col(C.LABEL_AVAILABLE_AT))})
     feat = add_features(df.where(keep), features, start=min(windows.train_start, windows.test_start),
                         until=max(windows.train_end, windows.test_end),
                         risk_delay_days=spec.feature_options.risk_delay(spec.dataset))
@@ -461,10 +483,21 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
                  .when((t >= _micros(windows.test_start)) & (t < _micros(windows.test_end)), F.lit("test")))
     mature = F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)) <= _micros(windows.as_of)
     split = F.when(in_window.isNotNull() & ~F.coalesce(mature, F.lit(False)), F.lit("immature")).otherwise(in_window)
+    label = F.col(C.IS_FRAUD)
+    logged: list[Column] = []
+    if censored is not None:
+        genuine = spec.censoring.censored == "genuine"
+        train_row = F.coalesce(in_window == "train", F.lit(False))
+        split = F.when(in_window.isNotNull() & censored & ~(train_row & F.lit(genuine)), F.lit("censored")) \
+            .when(in_window.isNotNull() & censored, F.lit("train")).otherwise(split)
+        label = F.when(censored, F.lit(0)).otherwise(label)  # only genuine mode writes such rows (train only)
+        logged = [censored.cast("int").alias(CENSORED_COLUMN)]
+        if C.PROPENSITY in tx.columns:
+            logged.append(F.col(C.PROPENSITY).alias(PROPENSITY_COLUMN))
     slices = [c for c in SLICE_COLUMNS if c in tx.columns and c not in features]
     rows = (feat.withColumn("split", split).where(F.col("split").isNotNull())
             .select("split", C.TRANSACTION_ID, F.col(C.TS).cast("timestamp_ntz").alias(C.TS),
-                    F.col(C.IS_FRAUD).alias(LABEL), *features, *slices)
+                    label.alias(LABEL), *features, *slices, *logged)
             .sortWithinPartitions("split", C.TS, C.TRANSACTION_ID))
 
     # 3. one write for both splits, then statistics from the written columns (cheap)
@@ -478,6 +511,7 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
     else:  # no row in either window: reading the empty folder would fail to infer a schema
         splits = {}
     immature = splits.get("immature")
+    censored_split = splits.get("censored")
     paths = {}
     for name in ("train", "test"):
         target = out / f"{name}.parquet"
@@ -499,6 +533,7 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
         rows_train=splits["train"].rows, rows_test=splits["test"].rows, rows_duplicate_dropped=dropped,
         windows=windows, snapshot=snapshot, features=features,
         checks=[r.to_dict() for r in results], rows_immature=immature.rows if immature else 0,
+        **logged_counts(censored_split, paths["train"], paths["test"], censored is not None),
     )
 
 

@@ -23,7 +23,8 @@ from pydantic import (
 from ratchet.data import columns as C
 from ratchet.data.spec import (  # noqa: F401 - re-exported: the data sections are imported from here too
     FILTER_OPS, MASTER_ENV, MASTER_RE, MEMORY_RE, SCALAR_FEATURES, SCORING_MODES, WINDOW_SECONDS, Checks,
-    ChecksFile, DatasetFile, DatasetSpec, DataSpec, FeatureOptions, FeatureOptionsFile, FeaturesField, Filter,
+    Censoring, CensoringFile, ChecksFile, DatasetFile, DatasetSpec, DataSpec, FeatureOptions, FeatureOptionsFile,
+    FeaturesField, Filter,
     FilterFile, ResolvedWindows, SparkExecutors, SparkFile, SparkSpec, SpecSection, Windows, WindowsFile, _day,
     _filters, feature_needs, known_features, or_empty, typed,
 )
@@ -82,6 +83,7 @@ class TrainingSpec:
     #: every other feature is required (422 naming it). Serving policy, not part of the recipe's hash.
     missing_allowed: tuple[str, ...] = ()
     feature_options: FeatureOptions = field(default_factory=FeatureOptions)
+    censoring: Censoring = field(default_factory=Censoring)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -95,6 +97,8 @@ class TrainingSpec:
         recipe.pop("missing_allowed")  # what the service accepts, not what is built
         if self.feature_options == FeatureOptions():
             recipe.pop("feature_options")  # the defaults: hashes from before the section existed stay equal
+        if self.censoring == Censoring():
+            recipe.pop("censoring")
         for key in ("early_stopping", "class_weight", "search"):  # off: hashes from before these keys stay equal
             if recipe["xgboost"][key] is None:
                 recipe["xgboost"].pop(key)
@@ -341,9 +345,10 @@ class SpecFile(SpecSection):
     spark: SparkFile = SparkFile()
     missing_features: MissingFeaturesFile = MissingFeaturesFile()
     feature_options: FeatureOptionsFile = FeatureOptionsFile()
+    censoring: CensoringFile = CensoringFile()
 
     _sections = field_validator("dataset", "windows", "xgboost", "checks", "spark", "missing_features",
-                                "feature_options", mode="before")(or_empty)
+                                "feature_options", "censoring", mode="before")(or_empty)
 
     @field_validator("missing_features")
     @classmethod
@@ -364,7 +369,8 @@ def spec_from_doc(doc: YamlDoc) -> TrainingSpec:
     return TrainingSpec(name=Path(doc.path).stem if f.name is None else f.name, label=f.label, features=f.features,
                         dataset=f.dataset.value(), windows=f.windows.value(), filters=tuple(f.filters), xgboost=xgb,
                         checks=f.checks.value(), seed=f.seed, spark=f.spark.value(), source_path=doc.path,
-                        missing_allowed=_missing_allowed(f), feature_options=f.feature_options.value())
+                        missing_allowed=_missing_allowed(f), feature_options=f.feature_options.value(),
+                        censoring=f.censoring.value())
 
 
 def _missing_allowed(f: SpecFile) -> tuple[str, ...]:

@@ -15,6 +15,11 @@ The spec may ask for more than a fixed number of rounds (xgboost.* in ratchet.tr
   by the spec's seed, never by the clock) is fitted the same way, and the trial with the
   best validation score wins (the first one on a tie).
 
+- censoring (data that logs the production policy's decisions, ratchet.data.logged):
+  explored: inverse_propensity weights each labelled row by 1 / propensity, so an explored
+  payment stands for the would-be blocks like it; censored: genuine rows (blocked payments
+  trained on as genuine) weigh censoring.censored_weight.
+
 The released model is then refitted on the whole train window, in the order it was given,
 with the chosen parameters and best_iteration + 1 rounds: the latest days, the ones closest
 to what the model will score, are not left out of it. So the model is exactly the one a
@@ -40,6 +45,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from ratchet.data.columns import CENSORED as CENSORED_COLUMN
+from ratchet.data.columns import PROPENSITY as PROPENSITY_COLUMN
+from ratchet.data.spec import Censoring
 from ratchet.errors import MissingColumnError, RatchetError
 from ratchet.train.spec import EarlyStopping, Search, TrainingSpec
 
@@ -98,10 +106,39 @@ def train_model(frame: pd.DataFrame, spec: TrainingSpec) -> TrainResult:
         record = _validate(frame, spec, params)
         params.update(record["chosen"])
         rounds = record["best_iteration"] + 1
-    dtrain = xgb.DMatrix(feature_matrix(frame, spec.features), label=y, feature_names=list(spec.features))
+    w = sample_weights(frame, spec.censoring)
+    dtrain = xgb.DMatrix(feature_matrix(frame, spec.features), label=y, weight=w, feature_names=list(spec.features))
     booster = xgb.train(params, dtrain, num_boost_round=rounds)
     training = {"rounds": rounds, "class_weight": x.class_weight, "scale_pos_weight": weight, **record}
+    if w is not None:
+        training["sample_weight"] = {"explored": spec.censoring.explored, "censored": spec.censoring.censored,
+                                     "weighted_rows": int((w != 1.0).sum()), "total_weight": float(w.sum()),
+                                     "max_weight": float(w.max())}
     return TrainResult(booster, tuple(spec.features), len(y), positives, time.perf_counter() - started, training)
+
+
+def sample_weights(frame: pd.DataFrame, censoring: Censoring) -> np.ndarray | None:
+    """Row weights from the spec's censoring options (None: every row weighs 1).
+
+    explored: inverse_propensity: 1 / propensity for labelled rows (propensity of the allow);
+    censored: genuine: censored_weight for the blocked rows trained on as genuine."""
+    w = np.ones(len(frame), dtype=np.float32)
+    used = False
+    censored = (frame[CENSORED_COLUMN].to_numpy() == 1) if CENSORED_COLUMN in frame.columns else np.zeros(len(frame), bool)
+    if censoring.explored == "inverse_propensity":
+        if PROPENSITY_COLUMN not in frame.columns:
+            raise MissingColumnError(
+                "censoring.explored: inverse_propensity needs each payment's propensity, and the training set has "
+                f"no '{PROPENSITY_COLUMN}' column: map the data's propensity column under dataset.columns "
+                "(propensity: YOUR_COLUMN), or set censoring.explored: none")
+        p = frame[PROPENSITY_COLUMN].to_numpy(dtype=np.float64)
+        ok = ~censored & np.isfinite(p) & (p > 0)
+        w[ok] = (1.0 / p[ok]).astype(np.float32)
+        used = True
+    if censoring.censored == "genuine" and censoring.censored_weight != 1.0 and censored.any():
+        w[censored] = censoring.censored_weight
+        used = True
+    return w if used else None
 
 
 def scale_pos_weight(class_weight: str | float | None, positives: int, rows: int) -> float | None:
@@ -170,7 +207,8 @@ def _validate(frame: pd.DataFrame, spec: TrainingSpec, params: dict[str, Any]) -
                 f"early stopping's {name} hold {len(part)} rows with {pos} positives; both labels are needed: "
                 f"change xgboost.early_stopping.{key} ({getattr(es, key)}) or widen windows.train_days")
     dfit, dval = (xgb.DMatrix(feature_matrix(p, spec.features), label=p[LABEL_COLUMN].to_numpy(dtype=np.float32),
-                              feature_names=list(spec.features)) for p in (fit, tail))
+                              weight=sample_weights(p, spec.censoring), feature_names=list(spec.features))
+                  for p in (fit, tail))
     metric = _metric(params)
     maximise = metric.startswith(_MAXIMISED)
     done: list[dict[str, Any]] = []
