@@ -264,3 +264,47 @@ def test_a_bad_policy_file_stops_serve_naming_file_and_line(tmp_path: Path, comm
     r = subprocess.run([sys.executable, *command, "--port", "1"], cwd=REPO, capture_output=True, text=True,
                        timeout=60, env={**os.environ, "RATCHET_EXPLORATION": str(tmp_path / "no.yaml")})
     assert r.returncode == 2 and "no.yaml: file not found" in r.stderr, r.stderr
+
+
+# ---- logs written before the columns, and the guards' reading ---------------------------------
+def _old_rows(n: int):  # noqa: ANN202 - (rows, Arrow table without propensity / explored)
+    import time
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from ratchet.serving.decision_log import _batch
+    from ratchet.serving.log_schema import DecisionRow
+    from ratchet.serving.schema import SLICE_KEYS
+
+    rows = [DecisionRow(f"r{i}", time.time(), "production", 1, 0.9, 0.5, "block", "ok", None, 0.2, 1, 0.5, i % 2 == 0,
+                        SimpleNamespace(**{**dict.fromkeys(SLICE_KEYS), "card_id": f"c{i}", "country": "FR",
+                                           "amount": 10.0}), ("amount",)) for i in range(n)]
+    table = pa.Table.from_batches([_batch(rows)]).drop_columns(["propensity", "explored"])
+    return rows, table
+
+
+def test_a_journal_record_from_before_the_columns_is_recovered_deterministic():
+    from ratchet.serving.decision_log import _NSCALAR, _row
+
+    rows, _ = _old_rows(1)
+    old_scalars = tuple(rows[0][:_NSCALAR - 2])   # what a ratchet before exploration journaled
+    row = _row([0, old_scalars, ("t", "c0", None, None, "FR", None, None), -1, None], {})
+    assert (row.propensity, row.explored, row.decision, row.config_generation) == (1.0, False, "block", 1)
+
+
+def test_the_guards_read_old_files_with_defaults_and_explored_allows_as_blocks(tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    from ratchet.rollout.observe import DecisionLogTail, model_decisions
+
+    _, old = _old_rows(4)
+    folder = tmp_path / "decisions"
+    folder.mkdir()
+    pq.write_table(old, folder / "decisions-0001.parquet")
+    frame = DecisionLogTail(folder).frame()
+    assert len(frame) == 4 and (frame["propensity"] == 1.0).all() and not frame["explored"].any()
+    assert frame["amount"].tolist() == [10.0] * 4
+    served = frame.assign(decision=["allow", "allow", "block", "allow"], explored=[True, False, False, True])
+    assert model_decisions(served)["decision"].tolist() == ["block", "allow", "block", "block"]
+    assert model_decisions(frame) is frame   # nothing explored: the log as it is
