@@ -21,10 +21,10 @@ from ratchet.data import columns as C
 from ratchet.errors import MissingColumnError, RatchetError
 from ratchet.exploration import ExplorationPolicy, Explorer
 
-#: The logged decision after exploration: "allow" or "block".
-DECISION = "decision"
+#: The logged decision after exploration: "allow" or "block" (the canonical column).
+DECISION = C.DECISION
 #: The probability of the logged decision given the score (see ratchet.exploration.policy).
-PROPENSITY = "propensity"
+PROPENSITY = C.PROPENSITY
 #: The label before censoring (int 0/1), for evaluating estimators on synthetic data.
 TRUE_LABEL = "is_fraud_true"
 
