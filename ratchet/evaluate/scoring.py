@@ -66,6 +66,8 @@ def scored_table(test: pd.DataFrame, candidate, baseline=None, baseline_threshol
     for col in SLICE_COLUMNS:
         if col in test.columns:
             out[col] = test[col].to_numpy()
+    if C.PROPENSITY in test.columns:  # censored data: the logging policy's propensities (ratchet.evaluate.policy_estimates)
+        out[C.PROPENSITY] = test[C.PROPENSITY].to_numpy()
     return out
 
 

@@ -121,7 +121,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if third.failure:
         return third.exit_code
 
-    rollout_code = 0
+    rollout_code, censored_line = 0, None
     if second.summary.get("passed") and not args.skip_rollout:
         from ratchet.app.demo.rollout import run_rollout_demo
 
@@ -129,6 +129,11 @@ def run_demo(args: argparse.Namespace) -> int:
              "then a bad candidate that a live guard rolls back")
         live = live_traffic(data, spec, second.summary.get("windows") or {}, out / "data" / "live-traffic.parquet")
         rollout_code = run_rollout_demo(uri, "fraud", out, live, second.summary["version"])
+        from ratchet.app.demo.counterfactual import censored_recall_line
+
+        censored_line = censored_recall_line(Registry(uri, "fraud"), live, first.summary["version"],
+                                             second.summary["version"])
+        _say(censored_line)
 
     reg = Registry(uri, "fraud")
     print("\n" + "=" * 100)
@@ -141,6 +146,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"{j['version']:>7}  {state:<10} {j['verdict']:<9} {m['auc']:>7.4f} {m['average_precision']:>7.4f} "
               f"{m['recall_at_fpr']:>10.4f} {m['block_rate']:>7.4f}  {j['reason'][:160]}")
     print(f"aliases: {', '.join(f'@{a} -> v{v}' for a, v in sorted(reg.aliases().items()))}")
+    if censored_line:
+        print(censored_line)
     print(f"verdicts (HTML): {out / 'runs'}/*/outputs/*/evaluate/evaluation/verdict.html, and in MLflow under "
           "each run's release/ artifacts")
     print(f"MLflow store: {out / 'mlflow.db'} (artifacts in {out / 'mlartifacts'})")

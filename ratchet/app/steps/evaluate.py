@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ratchet.evaluate.policy_estimates import estimate_metrics, has_logged_decisions, release_estimates
 from ratchet.evaluate.scoring import Thresholds, headline_metrics, scored_table, write_reports
 
 
@@ -28,17 +29,25 @@ class Evaluation:
     reason: str
     suggestions: Any = None  # ratchet.thresholds Suggestions the contract was judged at, if any
     figures: dict[str, bytes] = field(default_factory=dict)  # title -> PNG, embedded in verdict.html
+    #: censored data only: naive and IPW estimates of both policies (ratchet.evaluate.policy_estimates)
+    estimates: dict[str, Any] | None = None
 
     def renderings(self) -> dict[str, str]:
-        """The verdict as files: JSON, Markdown, HTML and plain text."""
+        """The verdict as files: JSON, Markdown, HTML and plain text (and counterfactual.json)."""
         import json
 
-        return {
+        from ratchet.evaluate.policy_estimates import estimates_markdown
+
+        extra = estimates_markdown(self.estimates) if self.estimates else ""
+        out = {
             "verdict.json": json.dumps(self.verdict.to_dict(), indent=2, default=str),
-            "verdict.md": self.verdict.to_markdown(),
+            "verdict.md": self.verdict.to_markdown() + ("\n" + extra if extra else ""),
             "verdict.html": self.verdict.to_html(self.figures),
             "verdict.txt": self.verdict.to_text(),
         }
+        if self.estimates:
+            out["counterfactual.json"] = json.dumps(self.estimates, indent=2, default=str)
+        return out
 
 
 def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
@@ -87,7 +96,11 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
     metrics = headline_metrics(verdict, len(scored))
     if suggestions is not None:  # per-row thresholds: the headline one is the global threshold
         metrics["threshold"] = suggestions.global_threshold
-    return Evaluation(verdict.passed, verdict, metrics, reason, suggestions, figures)
+    estimates = None
+    if has_logged_decisions(scored):  # censored data: what each policy would do on every payment
+        estimates = release_estimates(scored, verdict.threshold_values)
+        metrics.update(estimate_metrics(estimates))
+    return Evaluation(verdict.passed, verdict, metrics, reason, suggestions, figures, estimates)
 
 
 def bootstrap_open_reason(open_questions: list[Any]) -> str:

@@ -288,7 +288,8 @@ def register_step(model_path: str, spec_yaml: str, spec_name: str, trainingset_d
         ts = json.loads(Path(trainingset_dir, "trainingset.json").read_text())
         ev_dir = Path(evaluation_dir)
         evaluation = json.loads((ev_dir / "evaluation.json").read_text())
-        renderings = {n: (ev_dir / n).read_text() for n in ("verdict.md", "verdict.html", "verdict.txt")}
+        renderings = {n: (ev_dir / n).read_text() for n in ("verdict.md", "verdict.html", "verdict.txt",
+                                                            "counterfactual.json") if (ev_dir / n).exists()}
         training_file = Path(model_path).with_name(TRAINING_FILE)
         training = json.loads(training_file.read_text()) if training_file.exists() else {}
         params = {"spec_name": spec.name, "num_boost_round": spec.xgboost.num_boost_round,
