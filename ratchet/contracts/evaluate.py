@@ -40,10 +40,29 @@ taken as certainty; a difference's never below 1 / (places + 2) (Agresti-Min's p
 se with half a place of disagreement each way). A binomial se on the places would be
 too wide for a difference (a swap in one queue is not independent of the other's) and
 would ignore that a card repeats across days for a value; hence the bootstrap.
+
+`estimator: ipw` clauses (recall, fpr, block_rate; whole population) are for censored data:
+the scored rows are the labelled ones the logging policy let through, each with its
+`propensity` (the probability it was allowed; 1.0 where the model allowed it). Each row is
+weighted by 1 / propensity (ratchet.evaluate.counterfactual: the self-normalised ratio
+sum(w a) / sum(w c); for block_rate sum(w b) / sum(w)), so the estimate stands for every
+explorable payment, blocked ones included. A bound judges the candidate's estimate, a
+comparison the paired difference candidate - production on the same rows; both intervals
+are normal, estimate ± z * se, with the linearised design variance (only explored rows
+contribute), never below that of half an explored row in the denominator: with no explored
+row that the policy (or, for a difference, just one of the two) blocks, the linearised
+variance is ~0 however few explored rows there are, the Wald interval's failure at zero
+successes; half a row of the explored rows' mean (1 - pi) / pi^2 keeps such an interval
+honest (ipw_se_floor). Support is the labelled rows in the metric's denominator; a whole-population
+clause with no explored row among them fails (nothing stands for production's blocks). The
+reason reports the explored rows and Kish's effective sample size. A live review
+(sequential) leaves them not judged: shadow traffic's decision logs carry no counterfactual
+labels yet. Scores without a `propensity` column are a ScoresError.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,8 +70,11 @@ import pandas as pd
 
 from ratchet.contracts.model import DIRECTION, SUPPORT_OF, Clause, Contract
 from ratchet.contracts.verdict import ClauseResult, Verdict
+from ratchet.data import columns as C
 from ratchet.errors import MissingColumnError, RatchetError
 from ratchet.evaluate import stats
+from ratchet.evaluate.counterfactual import difference as ipw_difference
+from ratchet.evaluate.counterfactual import ratio as ipw_ratio
 from ratchet.evaluate.metrics import (CARD_METRICS, CardDays, card_days, card_precision, card_precision_replicates,
                                       slice_metrics, threshold_for_block_rate)
 from ratchet.evaluate.slices import OVERALL, SliceCodes, assign
@@ -65,6 +87,10 @@ TS, CARD = "ts", "card_id"
 OVERALL_CARD_K = 100
 #: Bootstrap replicates and seed behind card_precision_at_k's intervals (fixed: verdicts reproduce).
 CARD_REPLICATES, CARD_SEED = 1000, 0
+PROPENSITY = C.PROPENSITY
+#: Why an IPW clause is not judged in a live review.
+IPW_LIVE = ("estimator ipw is judged at release only: the decision logs of shadow traffic carry no "
+            "counterfactual labels yet")
 
 
 class ScoresError(RatchetError):
@@ -79,6 +105,11 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
     if np.isnan(x).any():
         raise ScoresError(f"column '{col}' has {int(np.isnan(x).sum())} missing value(s)")
     return x
+
+
+def _propensity(df: pd.DataFrame) -> np.ndarray:
+    """The propensity column as floats, NaN where missing (nullable dtypes too)."""
+    return df[PROPENSITY].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
 
 
 def check_scores(df: pd.DataFrame, contract: Contract, *, sequential: bool = False) -> None:
@@ -111,6 +142,22 @@ def check_scores(df: pd.DataFrame, contract: Contract, *, sequential: bool = Fal
             if col not in df.columns:
                 raise ScoresError(f"clause '{card_clause.name}' ({card_clause.source}) ranks cards per day and "
                                   f"needs column '{col}', which the scored data lacks")
+    ipw_clause = next((c for c in contract.clauses if c.estimator == "ipw"), None)
+    if ipw_clause is not None and not sequential:
+        what = (f"clause '{ipw_clause.name}' ({ipw_clause.source}) has estimator ipw, which weights each row by "
+                f"1 / {PROPENSITY}")
+        if PROPENSITY not in df.columns:
+            raise ScoresError(f"{what} and needs column '{PROPENSITY}', which the scored data lacks: release on "
+                              f"data that logs the production policy's decisions (columns {C.DECISION} and "
+                              f"{PROPENSITY}; README \"Censored data\"), or remove estimator: ipw")
+        s = df[PROPENSITY]
+        if not pd.api.types.is_numeric_dtype(s):
+            raise ScoresError(f"{what}; column '{PROPENSITY}' must be numeric, got {s.dtype}")
+        p = _propensity(df)
+        bad = ~np.isnan(p) & ~((p > 0) & (p <= 1))
+        if bad.any():
+            raise ScoresError(f"{what}; column '{PROPENSITY}' must be in (0, 1] (missing: 1.0), found "
+                              f"{float(p[bad][0])!r} ({int(bad.sum())} rows)")
 
 
 def _resolve_thresholds(df: pd.DataFrame, contract: Contract, has_baseline: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -194,7 +241,7 @@ def _interval_family(clause: Clause, tab: pd.DataFrame, sequential: bool, suppor
         return (lambda z: (est - mult(z) * se, est + mult(z) * se)), (est, se, alpha_at)
 
     cand = tab[f"candidate_{metric}"].to_numpy(float)
-    if metric in CARD_METRICS:  # bootstrap standard errors (see the module's docstring)
+    if metric in CARD_METRICS or clause.estimator == "ipw":  # bootstrap / design standard errors (module docstring)
         if clause.kind == "bound":
             return sym(cand, tab["candidate_se"].to_numpy(float))
         return sym(cand - tab[f"baseline_{metric}"].to_numpy(float), tab["difference_se"].to_numpy(float))
@@ -261,7 +308,7 @@ def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool, sequential: bo
             baseline=None, candidate=_fmt(tab[f"candidate_{clause.metric}"].iat[i]), difference=None,
             interval=None, support=int(_support(tab, clause.metric)[i]), min_support=clause.min_support,
             confidence=clause.confidence, rule=clause.rule(), reason=NO_BASELINE, excess=None,
-            source=clause.source, k=clause.k) for i in range(n)]
+            source=clause.source, k=clause.k, estimator=clause.estimator) for i in range(n)]
     alpha = 1.0 - clause.confidence
     z = stats.z_two_sided(clause.confidence)
     cand = tab[f"candidate_{clause.metric}"].to_numpy(float)
@@ -315,7 +362,7 @@ def _judge(clause: Clause, tab: pd.DataFrame, has_baseline: bool, sequential: bo
             difference=_fmt(diff[i]), interval=(float(lo[i]), float(hi[i])) if has_iv else None,
             support=int(support[i]), min_support=clause.min_support, confidence=clause.confidence,
             rule=clause.rule(), reason=str(reason[i]), excess=_fmt(excess[i]), source=clause.source,
-            p_pass=_fmt(p_pass[i]), p_fail=_fmt(p_fail[i]), k=clause.k,
+            p_pass=_fmt(p_pass[i]), p_fail=_fmt(p_fail[i]), k=clause.k, estimator=clause.estimator,
         ))
     return out
 
@@ -354,7 +401,58 @@ def _unjudged(clause: Clause, reason: str) -> ClauseResult:
         name=clause.name, kind=clause.kind, metric=clause.metric, severity=clause.severity, status="not_judged",
         slice="all", family=OVERALL.name, baseline=None, candidate=None, difference=None, interval=None, support=0,
         min_support=clause.min_support, confidence=clause.confidence, rule=clause.rule(), reason=reason,
-        excess=None, source=clause.source, k=clause.k)
+        excess=None, source=clause.source, k=clause.k, estimator=clause.estimator)
+
+
+def _ipw_table(metric: str, scored: pd.DataFrame, y: np.ndarray, scores: dict[str, np.ndarray],
+               thresholds: dict[str, Any]) -> pd.DataFrame:
+    """The whole population's row for ipw clauses of this metric: each model's IPW estimate,
+    the counts of labelled rows (the support), the standard errors (of the candidate's value
+    and of the paired difference), explored rows and effective sample size."""
+    prop = _propensity(scored)
+    prop = np.where(np.isnan(prop), 1.0, prop)   # as ratchet.evaluate.policy_estimates: missing = model-allowed
+    blocks = {m: scores[m] >= np.asarray(thresholds[m], dtype=float) for m in scores}
+    cand = ipw_ratio(y, prop, blocks["candidate"], metric)
+    floor = ipw_se_floor(metric, y, prop)
+    pos = int(np.sum(y == 1))
+    row: dict[str, Any] = {"family": OVERALL.name, "slice": "all", "rows": len(y), "positives": pos,
+                           "negatives": len(y) - pos, f"candidate_{metric}": cand.value, "candidate_se": max(cand.se, floor),
+                           "explored": cand.explored, "ess": cand.ess}
+    if "baseline" in blocks:
+        d = ipw_difference(y, prop, blocks["candidate"], blocks["baseline"], metric)
+        row[f"baseline_{metric}"] = d.value_b
+        row["difference_se"] = max(d.se, floor)
+    return pd.DataFrame([row])
+
+
+def ipw_se_floor(metric: str, y: np.ndarray, propensity: np.ndarray) -> float:
+    """The least standard error of an IPW ratio (or paired difference) of `metric`: the design
+    variance of half an explored row in its denominator, sqrt(0.5 mean((1 - pi) / pi^2)) /
+    sum(1 / pi), 0.0 without explored rows."""
+    den = {"recall": y == 1, "fpr": y == 0}.get(metric, np.ones(len(y), dtype=bool))
+    pi = propensity[den]
+    explored = pi[pi < 1.0]
+    if not len(explored):
+        return 0.0
+    return float(np.sqrt(0.5 * np.mean((1.0 - explored) / explored ** 2)) / np.sum(1.0 / pi))
+
+
+def _judge_ipw(clause: Clause, tab: pd.DataFrame, has_baseline: bool) -> list[ClauseResult]:
+    """_judge on the IPW row, with the weights' evidence in the reason; no explored row in
+    the metric's denominator fails the clause (its estimate would be the naive one, certain)."""
+    explored, ess = int(tab["explored"].iat[0]), float(tab["ess"].iat[0])
+    note = f"IPW: {explored:,} explored rows, effective sample size {ess:,.0f}"
+    out = []
+    for r in _judge(clause, tab, has_baseline):
+        if r.reason == NO_BASELINE:
+            out.append(r)
+        elif explored == 0 and not r.reason.startswith("support "):  # too little support says so itself
+            out.append(replace(r, status="fail", reason=(
+                f"no explored row among the {r.support:,} labelled rows in {clause.metric}'s denominator: nothing "
+                "stands for the payments production blocked; judge it on data logged with exploration")))
+        else:
+            out.append(replace(r, reason=f"{r.reason}; {note}" if r.reason else note))
+    return out
 
 
 def _discordance(y: np.ndarray, scores: dict[str, np.ndarray], thresholds: dict[str, Any],
@@ -405,8 +503,17 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame, *, sequential: b
                 raise
             # cd stays None: only the overall card precision is lost, and no clause needed it
     card_tables: dict[int, pd.DataFrame] = {}
+    ipw_tables: dict[str, pd.DataFrame] = {}
     results: list[ClauseResult] = []
     for clause in contract.clauses:
+        if clause.estimator == "ipw":
+            if sequential:
+                results.append(_unjudged(clause, IPW_LIVE))
+                continue
+            if clause.metric not in ipw_tables:
+                ipw_tables[clause.metric] = _ipw_table(clause.metric, scored, y, scores, thresholds)
+            results.extend(_judge_ipw(clause, ipw_tables[clause.metric], has_baseline))
+            continue
         if clause.metric in CARD_METRICS:
             if cd is None:
                 results.append(_unjudged(clause, f"needs columns {TS} and {CARD}, which these scores lack"))

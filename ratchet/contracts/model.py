@@ -6,7 +6,8 @@
 A contract is validated twice on load: as the pydantic model ContractFile (structure; the
 JSON Schema editors use, ratchet/contracts/schema.json, is generated from it) and by semantic checks (a clause's metric fits its kind, its
 slice exists, tolerances make sense, slice columns are known, `k` goes with
-card_precision_at_k and only with it). Every error is a
+card_precision_at_k and only with it, `estimator: ipw` goes with recall, fpr or block_rate on
+the whole population). Every error is a
 SpecError of the form ``contracts/fraud.yaml:31: clauses[2].metric: ...``.
 """
 
@@ -35,6 +36,11 @@ SUPPORT_OF: dict[str, str] = {
     "approval_rate": "rows", "card_precision_at_k": "cards",
 }
 CANDIDATE_POLICIES = ("column", "default", "match_baseline_block_rate")
+#: How a clause's metric is estimated: "plain" on the scored rows as they are, "ipw" weighting
+#: each by 1 / propensity (censored data: ratchet.evaluate.counterfactual).
+ESTIMATORS = ("plain", "ipw")
+#: The metrics an IPW clause can judge (ratios of inverse-propensity-weighted totals).
+IPW_METRICS = ("recall", "fpr", "block_rate")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class Clause:
     description: str = ""
     source: str = ""  # "file:line"
     k: int | None = None  # cards checked per day (card_precision_at_k only)
+    estimator: str = "plain"  # "ipw": inverse-propensity-weighted estimates (recall, fpr, block_rate)
 
     @property
     def blocking(self) -> bool:
@@ -91,8 +98,11 @@ class Clause:
 
     @property
     def metric_name(self) -> str:
-        """The metric as the verdict words it: 'card_precision_at_k (k=100)' carries its k."""
-        return f"{self.metric} (k={self.k})" if self.k is not None else self.metric
+        """The metric as the verdict words it: 'card_precision_at_k (k=100)' carries its k,
+        'recall (IPW)' its estimator."""
+        if self.k is not None:
+            return f"{self.metric} (k={self.k})"
+        return f"{self.metric} (IPW)" if self.estimator == "ipw" else self.metric
 
     @property
     def needs_baseline(self) -> bool:
@@ -213,6 +223,11 @@ class ClauseFile(FileModel):
                     "approval_rate", "card_precision_at_k"]
     k: Annotated[int, Field(ge=1, description="Cards investigators check per day (card_precision_at_k only): "
                                               "the day's k highest-scored distinct cards.")] | None = None
+    estimator: Literal[ESTIMATORS] | None = Field(
+        default=None, description="plain (default): the metric on the scored rows as they are; ipw: on censored "
+                                  "data (columns decision and propensity), each labelled row weighted by "
+                                  "1 / propensity, so the estimate stands for every payment, blocked ones "
+                                  "included (recall, fpr and block_rate on the whole population only).")
     per: str | None = Field(default=None, description="Slice name; absent = the whole population.")
     severity: Literal["block", "warn"] = "block"
     min: float | None = None
@@ -295,6 +310,19 @@ def _check_k(doc: YamlDoc, kp: KeyPath, raw: dict[str, Any]) -> None:
         raise doc.error(kp + ("k",), f"k belongs to card_precision_at_k; metric '{metric}' takes no k, remove it")
 
 
+def _check_estimator(doc: YamlDoc, kp: KeyPath, raw: dict[str, Any]) -> None:
+    """estimator: ipw goes with recall, fpr or block_rate, on the whole population only."""
+    if raw.get("estimator", "plain") != "ipw":
+        return
+    metric = raw["metric"]
+    if metric not in IPW_METRICS:
+        raise doc.error(kp + ("estimator",), f"estimator ipw estimates {', '.join(IPW_METRICS)} from censored data, "
+                        f"not '{metric}'; remove estimator or use one of those metrics")
+    if raw.get("per") is not None:
+        raise doc.error(kp + ("per",), "estimator ipw is judged on the whole test population only (a slice holds "
+                        "too few explored rows for its weights); remove per, or estimator for a per-slice clause")
+
+
 def _build(doc: YamlDoc) -> Contract:
     d = doc.data
     known_columns = set(C.CANONICAL) | set(d.get("extra_columns", []))
@@ -342,6 +370,7 @@ def _build(doc: YamlDoc) -> Contract:
         if per is not None and per not in slices:
             raise doc.error(kp + ("per",), f"unknown slice '{per}'; defined slices: {', '.join(slices) or 'none'}")
         _check_k(doc, kp, raw)
+        _check_estimator(doc, kp, raw)
         tol, margin = _amount(raw.get("tolerance")), _amount(raw.get("margin"))
         if kind == "bound":
             if raw.get("min") is None and raw.get("max") is None:
@@ -378,6 +407,7 @@ def _build(doc: YamlDoc) -> Contract:
             min_support=int(raw.get("min_support", min_support)),
             confidence=float(raw.get("confidence", confidence)),
             description=raw.get("description", ""), source=f"{doc.path}:{doc.line(kp)}", k=raw.get("k"),
+            estimator=raw.get("estimator") or "plain",
         ))
     return Contract(
         path=doc.path, name=d.get("name", Path(doc.path).stem), slices=slices, clauses=tuple(clauses),

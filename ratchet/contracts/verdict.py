@@ -54,6 +54,7 @@ class ClauseResult:
     p_pass: float | None = None      # smallest two-sided alpha at which the interval lies within the allowance
     p_fail: float | None = None      # ... entirely beyond it (before Holm)
     k: int | None = None             # card_precision_at_k: cards checked per day
+    estimator: str = "plain"         # "ipw": judged on inverse-propensity-weighted estimates
 
     @property
     def blocking_failure(self) -> bool:
@@ -78,7 +79,8 @@ class ClauseResult:
             "interval": list(self.interval) if self.interval else None, "support": self.support,
             "min_support": self.min_support, "rule": self.rule, "reason": self.reason,
             "source": self.source, "p_pass": self.p_pass, "p_fail": self.p_fail,
-        } | ({"k": self.k} if self.k is not None else {})
+        } | ({"k": self.k} if self.k is not None else {}) | (
+            {"estimator": self.estimator} if self.estimator != "plain" else {})
 
     def sentence(self) -> str:
         """One line a person reads: 'category_approval_rate failed for merchant_category=podcasts: ...'."""
