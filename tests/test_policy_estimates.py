@@ -73,3 +73,30 @@ def test_data_without_logged_decisions_gets_no_estimates() -> None:
                             scored=logged.drop(columns=["propensity"]))
     assert ev.estimates is None and "counterfactual.json" not in ev.renderings()
     assert not any(k.startswith(("ipw_", "naive_", "baseline_ipw_")) for k in ev.metrics)
+
+
+def test_on_censored_data_the_candidate_is_matched_to_productions_block_rate_on_every_payment() -> None:
+    from ratchet.contracts import evaluate_contract
+
+    full, logged = world(n=120_000, seed=6)
+    v = evaluate_contract(load_contract(CONTRACT), logged.drop(columns=["candidate_threshold"]))
+    t = v.threshold_values["candidate"]
+    assert "IPW block rate" in v.thresholds["candidate"]
+    true_rate = truth(full, "baseline_score")["block_rate"]
+    cand_rate = float((full["candidate_score"].to_numpy() >= t).mean())
+    assert abs(cand_rate - true_rate) < 0.1 * true_rate, (cand_rate, true_rate)
+    # matched on the let-through rows as they are, it would block almost nothing
+    naive = evaluate_contract(load_contract(CONTRACT), logged.drop(columns=["candidate_threshold", "propensity"]))
+    assert float((full["candidate_score"].to_numpy() >= naive.threshold_values["candidate"]).mean()) < 0.5 * true_rate
+
+
+def test_the_weighted_threshold_rule_is_the_count_rule_with_equal_weights() -> None:
+    from ratchet.evaluate.metrics import threshold_for_block_rate
+
+    s = np.random.default_rng(1).random(10_001)
+    for rate in (0.0, 0.001, 0.0123, 0.3, 1.0):
+        assert threshold_for_block_rate(s, rate, np.full(len(s), 2.5)) == threshold_for_block_rate(s, rate), rate
+    # a row weighing 4 counts as 4 rows: 70% of 8 is nearest the top three rows' 6
+    s2 = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert threshold_for_block_rate(s2, 0.7, np.array([1.0, 1.0, 4.0, 1.0, 1.0])) == 0.7
+    assert threshold_for_block_rate(s2, 0.7) == 0.6

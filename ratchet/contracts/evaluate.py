@@ -107,6 +107,14 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
     return x
 
 
+def _ipw_weights(df: pd.DataFrame) -> np.ndarray | None:
+    """1 / propensity per row on censored data (a missing propensity counts 1.0), else None."""
+    if PROPENSITY not in df.columns:
+        return None
+    p = _propensity(df)
+    return 1.0 / np.where(np.isnan(p), 1.0, p)
+
+
 def _propensity(df: pd.DataFrame) -> np.ndarray:
     """The propensity column as floats, NaN where missing (nullable dtypes too)."""
     return df[PROPENSITY].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
@@ -158,6 +166,13 @@ def check_scores(df: pd.DataFrame, contract: Contract, *, sequential: bool = Fal
         if bad.any():
             raise ScoresError(f"{what}; column '{PROPENSITY}' must be in (0, 1] (missing: 1.0), found "
                               f"{float(p[bad][0])!r} ({int(bad.sum())} rows)")
+    elif PROPENSITY in df.columns and contract.thresholds.candidate == "match_baseline_block_rate":
+        p = _propensity(df) if pd.api.types.is_numeric_dtype(df[PROPENSITY]) else np.array([np.inf])
+        bad = ~np.isnan(p) & ~((p > 0) & (p <= 1))
+        if bad.any():
+            raise ScoresError(f"column '{PROPENSITY}' weighs each row by 1 / propensity when the candidate's "
+                              f"threshold is matched to the baseline's block rate, and must be a number in (0, 1] "
+                              f"(missing: 1.0); found {bad.sum()} other value(s): fix the data's propensity column")
 
 
 def _resolve_thresholds(df: pd.DataFrame, contract: Contract, has_baseline: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -173,12 +188,17 @@ def _resolve_thresholds(df: pd.DataFrame, contract: Contract, has_baseline: bool
     if CANDIDATE_THRESHOLD in df.columns:
         values["candidate"], how["candidate"] = df[CANDIDATE_THRESHOLD].to_numpy(float), f"column {CANDIDATE_THRESHOLD}"
     elif th.candidate == "match_baseline_block_rate" and has_baseline:
-        rate = float(np.mean(df[BASELINE].to_numpy(float) >= values["baseline"]))
-        t = threshold_for_block_rate(cand, rate)
-        values["candidate"], how["candidate"] = t, f"{t:.6g} (matches the baseline's block rate {rate:.4%})"
+        w = _ipw_weights(df)  # censored data: match the block rate on every payment, not on the ones let through
+        blocked = df[BASELINE].to_numpy(float) >= values["baseline"]
+        rate = float(np.mean(blocked) if w is None else np.sum(w * blocked) / np.sum(w))
+        t = threshold_for_block_rate(cand, rate, w)
+        kind = "block rate" if w is None else "IPW block rate (censored data: weighted by 1 / propensity)"
+        values["candidate"], how["candidate"] = t, f"{t:.6g} (matches the baseline's {kind} {rate:.4%})"
     elif th.candidate == "match_baseline_block_rate" and th.bootstrap_block_rate is not None:
-        t = threshold_for_block_rate(cand, th.bootstrap_block_rate)
-        values["candidate"], how["candidate"] = t, f"{t:.6g} (bootstrap: blocks {th.bootstrap_block_rate:.2%} of rows)"
+        w = _ipw_weights(df)
+        t = threshold_for_block_rate(cand, th.bootstrap_block_rate, w)
+        rows = "of rows" if w is None else "of the rows weighted by 1 / propensity"
+        values["candidate"], how["candidate"] = t, f"{t:.6g} (bootstrap: blocks {th.bootstrap_block_rate:.2%} {rows})"
     else:
         values["candidate"], how["candidate"] = th.default, f"default {th.default:g}"
     return values, how

@@ -186,8 +186,14 @@ def _column_order(d: dict[str, np.ndarray], models: list[str]) -> dict[str, np.n
     return {k: d[k] for k in keys if k in d}
 
 
-def threshold_for_block_rate(score: np.ndarray, rate: float) -> float:
-    """A scalar threshold that blocks about `rate` of the rows (score >= threshold)."""
+def threshold_for_block_rate(score: np.ndarray, rate: float, weight: np.ndarray | None = None) -> float:
+    """A scalar threshold that blocks about `rate` of the rows (score >= threshold).
+
+    With `weight` (e.g. 1 / propensity on a censored test window), `rate` is of the weighted
+    rows: the lowest threshold whose blocked rows hold at most `rate` of the total weight, to
+    the nearest row, as the unweighted rule does with counts."""
+    if weight is not None:
+        return _weighted_threshold(np.asarray(score, dtype=float), rate, np.asarray(weight, dtype=float))
     s = np.asarray(score, dtype=float)
     k = int(round(rate * len(s)))
     if len(s) == 0 or k <= 0:
@@ -195,6 +201,23 @@ def threshold_for_block_rate(score: np.ndarray, rate: float) -> float:
     if k >= len(s):
         return float(s.min())
     return float(np.partition(s, len(s) - k)[len(s) - k])
+
+
+def _weighted_threshold(s: np.ndarray, rate: float, w: np.ndarray) -> float:
+    if len(s) == 0 or rate <= 0:
+        return float(np.inf)
+    order = np.argsort(-s, kind="stable")
+    cum = np.cumsum(w[order])
+    k = int(np.searchsorted(cum, rate * cum[-1] * (1 + 1e-12), side="right"))  # rows whose weight fits the rate
+    if k <= 0:
+        k = 1 if abs(cum[0] - rate * cum[-1]) <= abs(rate * cum[-1]) else 0   # nearest: one row or none
+        if k == 0:
+            return float(np.inf)
+    if k >= len(s):
+        return float(s.min())
+    if k < len(s) and abs(cum[k] - rate * cum[-1]) < abs(cum[k - 1] - rate * cum[-1]):
+        k += 1                                                               # the next row is nearer the rate
+    return float(s[order][k - 1])
 
 
 # ---- card precision at k ----------------------------------------------------------------------
