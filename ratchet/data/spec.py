@@ -443,12 +443,13 @@ def _filters(value: Any) -> Any:
     return value
 
 
-def _one_of(choices: tuple[str, ...]) -> Any:
+def one_of(choices: tuple[str, ...]) -> Any:
+    """A string among `choices`, with the spec's wording and an enum in the JSON Schema."""
     def check(value: Any) -> Any:
         if value not in choices:
             raise fail(f"expected one of {', '.join(choices)}, got {value!r}")
         return value
-    return check
+    return Annotated[str, PlainValidator(check), WithJsonSchema({"enum": list(choices)})]
 
 
 class ChecksFile(SpecSection):
@@ -457,10 +458,8 @@ class ChecksFile(SpecSection):
     label_rate_max: typed(float, positive=True) = 0.2
     max_null_rate: typed(float, nonneg=True) = 0.01
     max_row_count_change: typed(float, positive=True) = 0.5
-    duplicates: Annotated[str, PlainValidator(_one_of(DUPLICATE_MODES)), WithJsonSchema(
-        {"enum": list(DUPLICATE_MODES)})] = "refuse"
-    after_as_of: Annotated[str, PlainValidator(_one_of(AFTER_AS_OF_MODES)), WithJsonSchema(
-        {"enum": list(AFTER_AS_OF_MODES)})] = "allow"
+    duplicates: one_of(DUPLICATE_MODES) = "refuse"
+    after_as_of: one_of(AFTER_AS_OF_MODES) = "allow"
     max_label_before_ts_rate: typed(float, nonneg=True) = 0.0
 
     @model_validator(mode="after")
@@ -485,10 +484,8 @@ class FeatureOptionsFile(SpecSection):
 class CensoringFile(SpecSection):
     """censoring: how logged decisions (columns decision, propensity) are trained on (see Censoring)."""
 
-    explored: Annotated[str, PlainValidator(_one_of(EXPLORED_WEIGHTS)), WithJsonSchema(
-        {"enum": list(EXPLORED_WEIGHTS)})] = "none"
-    censored: Annotated[str, PlainValidator(_one_of(CENSORED_MODES)), WithJsonSchema(
-        {"enum": list(CENSORED_MODES)})] = "drop"
+    explored: one_of(EXPLORED_WEIGHTS) = "none"
+    censored: one_of(CENSORED_MODES) = "drop"
     censored_weight: typed(float, positive=True) = 1.0
 
     @model_validator(mode="after")
