@@ -149,14 +149,24 @@ def _validate(label: np.ndarray, propensity: np.ndarray, allowed: np.ndarray, ta
         raise RatchetError("labels must be 0 or 1 (NaN when censored)")
 
 
+def _design_var(u: np.ndarray, w: np.ndarray) -> float:
+    """sum over labelled rows of (1 - pi) / pi^2 u^2, w = 1 / pi (model-allowed rows, pi = 1, contribute 0)."""
+    return float(np.sum((1.0 - 1.0 / w) * w * w * u * u))
+
+
 def _ratio_variance(a: np.ndarray, c: np.ndarray, w: np.ndarray, ratio: float) -> float:
     """Design variance of sum(w a) / sum(w c) (linearised), rows with weight w = 1 / pi."""
     total = float(np.sum(w * c))
     if total <= 0:
         return float("nan")
-    pi = 1.0 / w
-    u = (a - ratio * c) / total
-    return float(np.sum((1.0 - pi) * w * w * u * u))
+    return _design_var((a - ratio * c) / total, w)
+
+
+def _check_confidence(confidence: float) -> float:
+    """z of a two-sided interval at `confidence`, which must be in (0, 1)."""
+    if not 0 < confidence < 1:
+        raise RatchetError(f"confidence must be in (0, 1), got {confidence}")
+    return z_two_sided(confidence)
 
 
 def _normal(centre: float, var: float, z: float) -> tuple[float, float]:
@@ -203,8 +213,7 @@ def estimate(label: np.ndarray, propensity: np.ndarray, decision: np.ndarray, ta
     label: 0/1 on labelled (allowed) rows, NaN where censored (blocked). propensity: of the
     logged decision. decision: the logged "allow" / "block". target_block: bool, the target's
     block on every row. See the module docstring for the estimators and intervals."""
-    if not 0 < confidence < 1:
-        raise RatchetError(f"confidence must be in (0, 1), got {confidence}")
+    z = _check_confidence(confidence)
     if method not in ("linearised", "bootstrap"):
         raise RatchetError(f"unknown interval method {method!r}; use 'linearised' or 'bootstrap'")
     y_all = np.asarray(label, dtype=np.float64)
@@ -212,7 +221,6 @@ def estimate(label: np.ndarray, propensity: np.ndarray, decision: np.ndarray, ta
     allowed = _allowed(decision)
     b_all = np.asarray(target_block, dtype=bool)
     _validate(y_all, pi_all, allowed, b_all)
-    z = z_two_sided(confidence)
     seen = ~np.isnan(y_all)
     y, w, b = y_all[seen], 1.0 / pi_all[seen], b_all[seen].astype(np.float64)
     n = len(y_all)
@@ -230,7 +238,7 @@ def estimate(label: np.ndarray, propensity: np.ndarray, decision: np.ndarray, ta
         sn_var = _ratio_variance(a, c, w, snipw)
         if name == "block_rate":
             ipw = float(np.sum(w * a)) / n
-            var = float(np.sum((1.0 - 1.0 / w) * w * w * a * a)) / n ** 2
+            var = _design_var(a / n, w)
         else:
             ipw, var = snipw, sn_var
         lo, hi = boot.get(name) or _normal(ipw, var, z)
@@ -331,11 +339,6 @@ def _residual(b: np.ndarray, c: np.ndarray, w: np.ndarray) -> tuple[float, np.nd
     return r, (b * c - r * c) / total
 
 
-def _design_var(u: np.ndarray, w: np.ndarray) -> float:
-    """sum over labelled rows of (1 - pi) / pi^2 u^2 (model-allowed rows, pi = 1, contribute 0)."""
-    return float(np.sum((1.0 - 1.0 / w) * w * w * u * u))
-
-
 def ratio(label: np.ndarray, propensity: np.ndarray, block: np.ndarray, metric: str,
           confidence: float = 0.95) -> RatioEstimate:
     """One policy's IPW recall / FPR / block rate (self-normalised) on labelled rows.
@@ -343,12 +346,11 @@ def ratio(label: np.ndarray, propensity: np.ndarray, block: np.ndarray, metric: 
     label: 0/1 (NaN rows, censored, are left out); propensity: the probability each row was
     allowed (1.0 for the ones the logging model allowed); block: the policy's block per row.
     Same estimate and linearised variance as estimate()'s SNIPW."""
-    if not 0 < confidence < 1:
-        raise RatchetError(f"confidence must be in (0, 1), got {confidence}")
+    z = _check_confidence(confidence)
     c, w, (b,) = _labelled(label, propensity, [block], metric)
     r, u = _residual(b, c, w)
     se = float(np.sqrt(max(_design_var(u, w), 0.0))) if np.isfinite(r) else float("nan")
-    lo, hi = _normal(r, se * se, z_two_sided(confidence))
+    lo, hi = _normal(r, se * se, z)
     den = c > 0
     return RatioEstimate(metric, r, se, lo, hi, int(den.sum()), int(np.sum(den & (w > 1.0))), _ess(w[den]))
 
@@ -361,15 +363,14 @@ def difference(label: np.ndarray, propensity: np.ndarray, block_a: np.ndarray, b
     row is u_a - u_b; its design variance is sum((1 - pi) / pi^2 (u_a - u_b)^2): only explored
     rows contribute, and rows both policies treat alike contribute only through the ratios'
     centring. Normal interval, clipped to [-1, 1]."""
-    if not 0 < confidence < 1:
-        raise RatchetError(f"confidence must be in (0, 1), got {confidence}")
+    z = _check_confidence(confidence)
     c, w, (ba, bb) = _labelled(label, propensity, [block_a, block_b], metric)
     ra, ua = _residual(ba, c, w)
     rb, ub = _residual(bb, c, w)
     d = ra - rb
     if np.isfinite(d):
         se = float(np.sqrt(max(_design_var(ua - ub, w), 0.0)))
-        half = z_two_sided(confidence) * se
+        half = z * se
         lo, hi = max(-1.0, d - half), min(1.0, d + half)
     else:
         se, lo, hi = float("nan"), float("nan"), float("nan")
