@@ -100,3 +100,12 @@ def test_the_weighted_threshold_rule_is_the_count_rule_with_equal_weights() -> N
     s2 = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     assert threshold_for_block_rate(s2, 0.7, np.array([1.0, 1.0, 4.0, 1.0, 1.0])) == 0.7
     assert threshold_for_block_rate(s2, 0.7) == 0.6
+
+
+def test_propensities_that_weigh_the_matched_threshold_are_checked() -> None:
+    from ratchet.contracts import ScoresError, evaluate_contract
+
+    _, logged = world(n=20_000)
+    bad = logged.drop(columns=["candidate_threshold"]).assign(propensity=lambda d: d["propensity"].where(d.index != 5, 0.0))
+    with pytest.raises(ScoresError, match=r"matched to the baseline's block rate.*\(0, 1\].*0\.0 \(1 rows\)"):
+        evaluate_contract(load_contract(CONTRACT), bad)

@@ -158,21 +158,22 @@ def check_scores(df: pd.DataFrame, contract: Contract, *, sequential: bool = Fal
             raise ScoresError(f"{what} and needs column '{PROPENSITY}', which the scored data lacks: release on "
                               f"data that logs the production policy's decisions (columns {C.DECISION} and "
                               f"{PROPENSITY}; README \"Censored data\"), or remove estimator: ipw")
-        s = df[PROPENSITY]
-        if not pd.api.types.is_numeric_dtype(s):
-            raise ScoresError(f"{what}; column '{PROPENSITY}' must be numeric, got {s.dtype}")
-        p = _propensity(df)
-        bad = ~np.isnan(p) & ~((p > 0) & (p <= 1))
-        if bad.any():
-            raise ScoresError(f"{what}; column '{PROPENSITY}' must be in (0, 1] (missing: 1.0), found "
-                              f"{float(p[bad][0])!r} ({int(bad.sum())} rows)")
+        _check_propensity(df, what)
     elif PROPENSITY in df.columns and contract.thresholds.candidate == "match_baseline_block_rate":
-        p = _propensity(df) if pd.api.types.is_numeric_dtype(df[PROPENSITY]) else np.array([np.inf])
-        bad = ~np.isnan(p) & ~((p > 0) & (p <= 1))
-        if bad.any():
-            raise ScoresError(f"column '{PROPENSITY}' weighs each row by 1 / propensity when the candidate's "
-                              f"threshold is matched to the baseline's block rate, and must be a number in (0, 1] "
-                              f"(missing: 1.0); found {bad.sum()} other value(s): fix the data's propensity column")
+        _check_propensity(df, "the candidate's threshold is matched to the baseline's block rate with each row "
+                              f"weighted by 1 / {PROPENSITY}")
+
+
+def _check_propensity(df: pd.DataFrame, what: str) -> None:
+    """Raise ScoresError unless the propensity column is numeric and in (0, 1] (missing: 1.0)."""
+    s = df[PROPENSITY]
+    if not pd.api.types.is_numeric_dtype(s):
+        raise ScoresError(f"{what}; column '{PROPENSITY}' must be numeric, got {s.dtype}")
+    p = _propensity(df)
+    bad = ~np.isnan(p) & ~((p > 0) & (p <= 1))
+    if bad.any():
+        raise ScoresError(f"{what}; column '{PROPENSITY}' must be in (0, 1] (missing: 1.0), found "
+                          f"{float(p[bad][0])!r} ({int(bad.sum())} rows)")
 
 
 def _resolve_thresholds(df: pd.DataFrame, contract: Contract, has_baseline: bool) -> tuple[dict[str, Any], dict[str, str]]:

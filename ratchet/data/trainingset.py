@@ -411,13 +411,12 @@ def build_training_set(raw_path: str | Path, spec: DataSpec, out_dir: str | Path
     # the windows, when known before the data is read: their counts join the one aggregation
     early = _windows_before_reading(spec, as_of) if evidence else None
     mature = F.unix_micros(F.col(C.LABEL_AVAILABLE_AT))
-    extra = window_columns(_window_bounds(early), keep, C.IS_FRAUD, ts_us,
-                           mature <= F.lit(_micros(early.as_of))) if early else []
     censored = logged_block(tx.columns)
     if censored is not None:  # a blocked payment has no label: not a null, and not mature
         mature = F.when(~censored, mature)
-        extra = window_columns(_window_bounds(early), keep, C.IS_FRAUD, ts_us,
-                               mature <= F.lit(_micros(early.as_of))) if early else []
+    extra = window_columns(_window_bounds(early), keep, C.IS_FRAUD, ts_us,
+                           mature <= F.lit(_micros(early.as_of))) if early else []
+    if censored is not None:
         extra += logged_columns(keep, C.PROPENSITY in tx.columns, censored)
     checked = tx.checked if tx.checked is not None else df
     exempt = {C.IS_FRAUD: censored, C.LABEL_AVAILABLE_AT: censored} if censored is not None else None
