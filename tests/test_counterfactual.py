@@ -83,6 +83,15 @@ def test_no_policy_explores_nothing(payments):
     assert r.unexplorable_blocks == int((score >= 0.6).sum()) and "never be explored" in r.positivity
 
 
+
+def test_per_row_thresholds_block_each_row_at_its_own(payments):
+    score = _score(payments)
+    same = censor(payments, score, np.full(len(payments), 0.6), ExplorationPolicy(share=0.2, seed=1))
+    pd.testing.assert_frame_equal(same, censor(payments, score, 0.6, ExplorationPolicy(share=0.2, seed=1)))
+    per_row = np.where(np.arange(len(payments)) % 2 == 0, 0.3, 0.9)   # per-merchant style thresholds
+    out = censor(payments, score, per_row, None)
+    assert (out[DECISION] == np.where(score >= per_row, "block", "allow")).all()
+
 def test_opted_out_merchants_are_never_explored(payments):
     score = _score(payments)
     cat = "electronics"

@@ -52,14 +52,16 @@ def _check(frame: pd.DataFrame, score: np.ndarray) -> None:
                            "uncensored data (synthetic or fully matured labels) only")
 
 
-def logged_decisions(frame: pd.DataFrame, score: np.ndarray, threshold: float,
+def logged_decisions(frame: pd.DataFrame, score: np.ndarray, threshold: float | np.ndarray,
                      policy: ExplorationPolicy | None) -> tuple[np.ndarray, np.ndarray]:
-    """(allow: bool array, propensity: float array) in the frame's row order.
+    """(allow: bool array, propensity: float array) in the frame's row order; `threshold` is
+    one number or one per row (per-merchant thresholds).
 
     Would-be blocks are decided in (ts, transaction_id) order, because a loss cap makes a
     decision depend on the same day's earlier ones; allowed payments never touch the cap."""
     n = len(frame)
-    allow = np.asarray(score) < threshold
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (n,))
+    allow = np.asarray(score) < thresholds
     propensity = np.ones(n, dtype=np.float64)
     if policy is None or allow.all():
         return allow, propensity
@@ -73,18 +75,19 @@ def logged_decisions(frame: pd.DataFrame, score: np.ndarray, threshold: float,
     cat = frame[C.MERCHANT_CATEGORY].astype(str).to_numpy() if C.MERCHANT_CATEGORY in frame.columns else None
     explorer = Explorer(policy)
     for i in order:
-        d = explorer.decide(float(score[i]), threshold, float(amount[i]), tx[i], float(seconds[i]),
+        d = explorer.decide(float(score[i]), float(thresholds[i]), float(amount[i]), tx[i], float(seconds[i]),
                             None if mid is None else mid[i], None if cat is None else cat[i])
         allow[i] = d.decision == "allow"
         propensity[i] = d.propensity
     return allow, propensity
 
 
-def censor(frame: pd.DataFrame, score: np.ndarray, threshold: float,
+def censor(frame: pd.DataFrame, score: np.ndarray, threshold: float | np.ndarray,
            policy: ExplorationPolicy | None) -> pd.DataFrame:
     """The payments as the policy of the time logged them (a copy; rows in the input order).
 
-    Blocks are `score >= threshold`, then ratchet.exploration.Explorer lets a share through
+    Blocks are `score >= threshold` (one threshold, or one per row), then
+    ratchet.exploration.Explorer lets a share through
     (key = str(transaction_id), ts as epoch seconds, merchant_id / merchant_category when
     present); policy=None explores nothing (every block has propensity 1.0). Adds DECISION
     ("allow" / "block"), PROPENSITY (float) and TRUE_LABEL (int8 0/1, the truth). `is_fraud`

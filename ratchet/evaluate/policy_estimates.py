@@ -50,13 +50,20 @@ def release_estimates(scored: pd.DataFrame, thresholds: dict[str, Any], confiden
     return out
 
 
+def _ipw(metric: str, e: dict[str, Any]) -> tuple[float, float, float]:
+    """(estimate, low, high) that stands for the metric on every payment: the self-normalised
+    one for block rate (no N of censored rows here), IPW (= SNIPW) for recall and FPR."""
+    if metric == "block_rate":
+        return e["snipw"], e["snipw_low"], e["snipw_high"]
+    return e["ipw"], e["low"], e["high"]
+
+
 def estimate_metrics(estimates: dict[str, Any]) -> dict[str, float]:
     """MLflow metrics: naive_recall, ipw_recall, ... and baseline_ naive/ipw ones."""
     out: dict[str, float] = {}
     for name, prefix in (("candidate", ""), ("production", "baseline_")):
         for metric, e in (estimates.get(name) or {}).get("metrics", {}).items():
-            for est in ("naive", "ipw"):
-                value = e.get("snipw" if (est == "ipw" and metric == "block_rate") else est)
+            for est, value in (("naive", e["naive"]), ("ipw", _ipw(metric, e)[0])):
                 if value is not None and np.isfinite(value):
                     out[f"{prefix}{est}_{metric}"] = float(value)
     return out
@@ -71,8 +78,7 @@ def estimates_markdown(estimates: dict[str, Any]) -> str:
              "| model | metric | naive (labelled rows as they are) | IPW |", "|---|---|---|---|"]
     for name in ("production", "candidate"):
         for metric, e in (estimates.get(name) or {}).get("metrics", {}).items():
-            ipw, lo, hi = (e["snipw"], e["snipw_low"], e["snipw_high"]) if metric == "block_rate" else \
-                (e["ipw"], e["low"], e["high"])
+            ipw, lo, hi = _ipw(metric, e)
             lines.append(f"| {name} | {metric} | {e['naive']:.4f} [{e['naive_low']:.4f}, {e['naive_high']:.4f}] | "
                          f"{ipw:.4f} [{lo:.4f}, {hi:.4f}] |")
     return "\n".join(lines) + "\n"

@@ -40,8 +40,7 @@ def censored_recall(registry: Registry, live: Path, production: int, candidate: 
     frame = pd.read_parquet(live).rename(columns={"label": C.IS_FRAUD})
     prod_t = _thresholds(registry, production, frame)
     prod_score = predict(registry.load_booster(production), frame)
-    # the policy of the time blocks at per-row thresholds: censor() takes one, so pass the score margin
-    logged = censor(frame, prod_score - prod_t + 0.5, 0.5, ExplorationPolicy(share=share, seed=seed))
+    logged = censor(frame, prod_score, prod_t, ExplorationPolicy(share=share, seed=seed))
     cand_block = predict(registry.load_booster(candidate), frame) >= _thresholds(registry, candidate, frame)
     truth = frame[C.IS_FRAUD].to_numpy() == 1
     r = estimate_frame(logged, cand_block).metrics["recall"]
