@@ -75,7 +75,7 @@ from ratchet.errors import MissingColumnError, RatchetError
 from ratchet.evaluate import stats
 from ratchet.evaluate.counterfactual import difference as ipw_difference
 from ratchet.evaluate.counterfactual import ratio as ipw_ratio
-from ratchet.evaluate.metrics import (CARD_METRICS, CardDays, card_days, card_precision, card_precision_replicates,
+from ratchet.evaluate.metrics import (CARD_METRICS, CARD_PRECISION_PREFIX, CardDays, card_days, card_precision, card_precision_replicates,
                                       slice_metrics, threshold_for_block_rate)
 from ratchet.evaluate.slices import OVERALL, SliceCodes, assign
 
@@ -552,7 +552,7 @@ def evaluate_contract(contract: Contract, scored: pd.DataFrame, *, sequential: b
             overall[m] = None
             continue
         overall[m] = {k: (int(overall_row["rows"]) if k == "rows" else _fmt(overall_row[f"{m}_{k}"])) for k in OVERALL_KEYS}
-        overall[m][f"card_precision_at_{OVERALL_CARD_K}"] = (
+        overall[m][f"{CARD_PRECISION_PREFIX}{OVERALL_CARD_K}"] = (
             _fmt(card_precision(cd, m, OVERALL_CARD_K).value) if cd is not None else None)
         t = thresholds[m]
         overall[m]["threshold"] = float(t) if np.ndim(t) == 0 else "per row"

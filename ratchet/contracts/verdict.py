@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from ratchet.evaluate.metrics import CARD_PRECISION_PREFIX
+
 STATUSES = ("fail", "inconclusive", "pass", "not_judged")
 #: How the verdict was reached, in words (JSON "method"; README explains it for reviewers).
 METHOD = {
@@ -285,7 +287,7 @@ def _md_section(title: str, intro: str, results: list[ClauseResult], max_rows: i
 def _card_precisions(o: dict[str, Any]) -> list[tuple[str, float]]:
     """(k, value) of the card precisions among a model's overall metrics (key card_precision_at_<k>)."""
     return [(key.rsplit("_", 1)[1], v) for key, v in o.items()
-            if key.startswith("card_precision_at_") and v is not None]
+            if key.startswith(CARD_PRECISION_PREFIX) and v is not None]
 
 
 def _overall_line(overall: dict[str, Any]) -> str:
@@ -355,7 +357,7 @@ def render_html(v: Verdict, figures: dict[str, bytes] | None = None) -> str:
                      ("not judged", c["not_judged"])))
     overall_rows = []
     models = [(m, v.overall[m]) for m in ("baseline", "candidate") if v.overall.get(m)]
-    cp_keys = sorted({key for _, o in models for key in o if key.startswith("card_precision_at_")
+    cp_keys = sorted({key for _, o in models for key in o if key.startswith(CARD_PRECISION_PREFIX)
                       and any(o2.get(key) is not None for _, o2 in models)})
     for m, o in models:
         overall_rows.append(f'<tr><td class="l">{m}</td>' + "".join(

@@ -45,6 +45,8 @@ MODEL_METRICS: tuple[str, ...] = (
 )
 #: Metrics judged on each test day's ranking of distinct cards (whole population only).
 CARD_METRICS: tuple[str, ...] = ("card_precision_at_k",)
+#: Key of a card precision among a model's overall metrics: card_precision_at_<k> (CP@k).
+CARD_PRECISION_PREFIX = "card_precision_at_"
 #: Every metric a contract clause may name.
 CONTRACT_METRICS: tuple[str, ...] = MODEL_METRICS + CARD_METRICS
 #: Metrics computable without labels (usable on live traffic).

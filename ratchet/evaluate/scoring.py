@@ -17,12 +17,11 @@ import pandas as pd
 
 from ratchet.data import columns as C
 from ratchet.errors import MissingColumnError
+from ratchet.evaluate.metrics import CARD_PRECISION_PREFIX
 from ratchet.train.trainer import LABEL_COLUMN, predict
 
 SLICE_COLUMNS = (C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL, C.AMOUNT, C.CARD_ID, C.TS)
 METRIC_KEYS = ("auc", "average_precision", "recall_at_fpr", "fpr", "recall", "block_rate", "rows")
-#: The verdict's overall card precisions (card_precision_at_<k>, e.g. CP@100) are headline metrics too.
-CARD_PRECISION_PREFIX = "card_precision_at_"
 
 
 @dataclass(frozen=True)
