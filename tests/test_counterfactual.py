@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ratchet.data import columns as C
-from ratchet.data.censoring import DECISION, PROPENSITY, TRUE_LABEL, censor
+from ratchet.data.censoring import DECISION, PROPENSITY, TRUE_LABEL, apply_logged, censor
 from ratchet.data.synth import SynthConfig, generate
 from ratchet.errors import RatchetError
 from ratchet.evaluate.counterfactual import estimate, estimate_frame
@@ -174,3 +174,25 @@ def test_errors_name_the_problem():
     with pytest.raises(RatchetError, match="3 scores for 2 payments"):
         frame, _, _ = _population(2, seed=0)
         censor(frame, np.zeros(3), 0.5, None)
+
+
+def test_apply_logged_censors_only_the_decided_payments(payments):
+    later = payments[payments[C.TS] >= payments[C.TS].quantile(0.5)]
+    logged = censor(later, _score(later), 0.6, ExplorationPolicy(share=0.2, seed=1)).sample(frac=1, random_state=0)
+    world = apply_logged(payments, logged)
+    assert world[C.TRANSACTION_ID].tolist() == payments[C.TRANSACTION_ID].tolist(), "rows stay in raw's order"
+    decided = world[C.TRANSACTION_ID].isin(later[C.TRANSACTION_ID]).to_numpy()
+    by_id = logged.set_index(C.TRANSACTION_ID).loc[world.loc[decided, C.TRANSACTION_ID]]
+    assert (world.loc[decided, DECISION].to_numpy() == by_id[DECISION].to_numpy()).all()
+    assert np.allclose(world.loc[decided, PROPENSITY].to_numpy(), by_id[PROPENSITY].to_numpy())
+    blocked = world[DECISION].to_numpy() == "block"
+    assert blocked.any() and not blocked[~decided].any()
+    assert world[C.IS_FRAUD].isna().to_numpy().tolist() == blocked.tolist()
+    assert world[C.LABEL_AVAILABLE_AT].isna().to_numpy().tolist() == blocked.tolist()
+    assert (world.loc[~decided, PROPENSITY] == 1.0).all() and (world.loc[~decided, DECISION] == "allow").all()
+    assert (world[TRUE_LABEL].to_numpy() == payments[C.IS_FRAUD].to_numpy()).all()
+    kept = ~blocked
+    assert (world.loc[kept, C.IS_FRAUD].astype(int).to_numpy() == payments.loc[kept, C.IS_FRAUD].to_numpy()).all()
+    stranger = logged.head(1).assign(**{C.TRANSACTION_ID: -1})
+    with pytest.raises(RatchetError, match="1 logged payments are not in the raw payments"):
+        apply_logged(payments, pd.concat([logged, stranger]))

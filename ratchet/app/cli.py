@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-out", help="demo folder: data, MLflow store, runs (default demo-out)")
     d.add_argument("--skip-rollout", action="store_true",
                    help="stop after the releases (no decision service, shadow, canary ramp or rollback)")
+    d.add_argument("--no-censoring", action="store_true",
+                   help="label every payment, blocked or not (default: the payments v1 blocks after its release "
+                   "get no label, 5%% of its would-be blocks are explored, and later releases are judged on that)")
     d.set_defaults(func=_cmd_demo)
 
     from ratchet.serving.config import add_serve_arguments  # stdlib-only: keeps --help fast

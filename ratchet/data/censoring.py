@@ -105,3 +105,37 @@ def censor(frame: pd.DataFrame, score: np.ndarray, threshold: float | np.ndarray
     out[DECISION] = np.where(allow, "allow", "block")
     out[PROPENSITY] = propensity
     return out
+
+
+def apply_logged(raw: pd.DataFrame, logged: pd.DataFrame) -> pd.DataFrame:
+    """The raw payments as a logging policy left them (a copy; rows in raw's order).
+
+    `logged` is censor()'s output for some of the payments (matched on transaction_id):
+    those take its DECISION, PROPENSITY, is_fraud (null when blocked) and
+    label_available_at. Every other payment was decided by no model (before the first
+    release, or dropped by the spec's filters): "allow" with propensity 1.0 and its label.
+    TRUE_LABEL holds every payment's truth."""
+    for name, frame in (("raw", raw), ("logged", logged)):
+        if C.TRANSACTION_ID not in frame.columns:
+            raise MissingColumnError(f"apply_logged() needs {C.TRANSACTION_ID} in the {name} payments")
+    key = raw[C.TRANSACTION_ID].astype(str)
+    pos = pd.Index(key).get_indexer(logged[C.TRANSACTION_ID].astype(str))
+    if (pos < 0).any():
+        raise RatchetError(f"{int((pos < 0).sum())} logged payments are not in the raw payments; "
+                           "censor a subset of the same data")
+    out = raw.copy()
+    truth = out[C.IS_FRAUD].astype(np.int8)
+    out[TRUE_LABEL] = truth
+    label = truth.astype("Int8")
+    label.iloc[pos] = logged[C.IS_FRAUD].astype("Int8").to_numpy()
+    out[C.IS_FRAUD] = label
+    if C.LABEL_AVAILABLE_AT in out.columns and C.LABEL_AVAILABLE_AT in logged.columns:
+        available = pd.to_datetime(out[C.LABEL_AVAILABLE_AT]).copy()
+        available.iloc[pos] = pd.to_datetime(logged[C.LABEL_AVAILABLE_AT]).to_numpy()
+        out[C.LABEL_AVAILABLE_AT] = available
+    decision = np.full(len(out), "allow", dtype=object)
+    decision[pos] = logged[DECISION].to_numpy()
+    propensity = np.ones(len(out), dtype=np.float64)
+    propensity[pos] = logged[PROPENSITY].to_numpy(dtype=np.float64)
+    out[DECISION], out[PROPENSITY] = decision, propensity
+    return out

@@ -1,10 +1,11 @@
 """`ratchet demo`: the main job on the embedded default, no cluster needed.
 
 Generates synthetic transactions, runs a bootstrap release (version 1 -> @production),
-a regular release on later data (version 2, gated against version 1 -> @staging), and a
-release trained on data with a label bug in one small merchant category, which the
-contract rejects naming the clause and the slice; then prints what happened and how to
-look at it in the MLflow UI.
+censors every later payment by version 1's policy (its blocks get no label, 5% of them
+explored; ratchet.app.demo.counterfactual), a regular release on that data (version 2,
+gated against version 1 -> @staging), and a release trained on it with a label bug in
+one small merchant category, which the contract rejects naming the clause and the slice;
+then prints what happened and how to look at it in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import shutil
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 MARKER = ".ratchet-demo"
@@ -50,21 +51,33 @@ def inject_label_bug(data: Path, out: Path, category: str, until: str) -> Path:
     return out
 
 
-def live_traffic(data: Path, spec_path: str, windows: dict, out: Path) -> Path:
-    """The rollout's live traffic: the transactions after release 2's test window up to its
-    as_of, with point-in-time features (Spark, local mode). Neither model was trained or
-    judged on them; their labels stand for the ones that mature during the shadow phase."""
-    from datetime import datetime
+def _day(value: object) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
+
+def decided_features(data: Path, spec_path: str, start: datetime, end: datetime, out: Path) -> Path:
+    """Point-in-time features (Spark, local mode) of the payments from `start` to `end`:
+    the ones production decides, and the rollout's live traffic among them."""
     from ratchet.data.trainingset import build_recent_traffic
     from ratchet.train.spec import load_spec
 
-    def day(key: str) -> datetime:
-        return datetime.fromisoformat(str(windows[key]).replace("Z", "+00:00"))
+    return build_recent_traffic(data, load_spec(spec_path), out, start=start, end=end)
+
+
+def live_traffic(features: Path, windows: dict, out: Path) -> Path:
+    """The rollout's live traffic: the payments after release 2's test window up to its
+    as_of, cut from the decided payments' features (rows in (ts, transaction_id) order).
+    Neither model was trained or judged on them; their labels, the world's truth, stand for
+    the ones that mature during the shadow phase."""
+    import pandas as pd
 
     _say(f"live traffic for the rollout: transactions from {windows['test_end']} to {windows['as_of']} "
-         "(after the test window), features built by Spark")
-    return build_recent_traffic(data, load_spec(spec_path), out, start=day("test_end"), end=day("as_of"))
+         "(after the test window)")
+    frame = pd.read_parquet(features)
+    ts = pd.to_datetime(frame["ts"])
+    start, end = (pd.Timestamp(_day(windows[k])).tz_localize(None) for k in ("test_end", "as_of"))
+    frame[(ts >= start) & (ts < end)].reset_index(drop=True).to_parquet(out, index=False)
+    return out
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -73,6 +86,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ratchet.files import project_file
     from ratchet.data.synth import SynthConfig, write_transactions
     from ratchet.registry import Registry
+    from ratchet.app.demo.counterfactual import FEATURES_FILE
 
     started = time.perf_counter()
     out = Path(args.out).resolve()
@@ -96,6 +110,24 @@ def run_demo(args: argparse.Namespace) -> int:
     _say(format_outcome(first, "fraud"))
     if first.exit_code != 0:
         return first.exit_code
+
+    # Features from release 2's test window on (it starts before v1's release: those payments
+    # were decided by no model) to its as_of: v1 decides, the truth is read, the rollout replays.
+    from ratchet.train.spec import load_spec
+
+    test_start = load_spec(spec).windows.resolve(as_of=second_as_of).test_start
+    features = decided_features(data, spec, min(test_start, _day(first_as_of)), _day(second_as_of),
+                                out / "data" / FEATURES_FILE)
+    world = None
+    if not args.no_censoring:
+        from ratchet.app.demo.counterfactual import DEMO_SHARE, censor_world
+
+        world = censor_world(data, features, _day(first_as_of), Registry(uri, "fraud"), first.summary["version"],
+                             out / "data" / "transactions-censored.parquet")
+        _say(f"censoring: v{world.production} decided the {world.decided:,} payments after {first_as_of} "
+             f"and blocked {world.blocked:,} (no label: no chargeback for a blocked payment); "
+             f"{world.explored:,} would-be blocks allowed by {DEMO_SHARE:.0%} exploration, propensity logged")
+        data = world.data
 
     _say(f"3/4 release on later data, as of {second_as_of}: candidate vs @production on the same test window, "
          "contract gate, @staging if it passes")
@@ -121,19 +153,23 @@ def run_demo(args: argparse.Namespace) -> int:
     if third.failure:
         return third.exit_code
 
-    rollout_code, censored_line = 0, None
+    censored_line = None
+    if world is not None and second.summary.get("passed"):
+        from ratchet.app.demo.counterfactual import release_recall_line
+
+        censored_line = release_recall_line(world, Registry(uri, "fraud"), second.report_dir,
+                                            second.summary.get("windows") or {},
+                                            float(second.summary["metrics"]["threshold"]), second.summary["version"])
+        _say(censored_line)
+
+    rollout_code = 0
     if second.summary.get("passed") and not args.skip_rollout:
         from ratchet.app.demo.rollout import run_rollout_demo
 
         _say(f"rollout: v{second.summary['version']} through shadow and the canary ramp on live traffic, "
              "then a bad candidate that a live guard rolls back")
-        live = live_traffic(data, spec, second.summary.get("windows") or {}, out / "data" / "live-traffic.parquet")
+        live = live_traffic(features, second.summary.get("windows") or {}, out / "data" / "live-traffic.parquet")
         rollout_code = run_rollout_demo(uri, "fraud", out, live, second.summary["version"])
-        from ratchet.app.demo.counterfactual import censored_recall_line
-
-        censored_line = censored_recall_line(Registry(uri, "fraud"), live, first.summary["version"],
-                                             second.summary["version"])
-        _say(censored_line)
 
     reg = Registry(uri, "fraud")
     print("\n" + "=" * 100)
