@@ -12,6 +12,11 @@ Thresholds aim the point estimate of every judged slice within `share` of its al
 interval test has room to say "pass"; an edit is refused when it moves a slice beyond
 the allowance itself (share 1).
 
+On censored data (the rows carry a `propensity`), a clause with `estimator: ipw` is judged by
+the contract engine on rows weighted by 1 / propensity, so its limits here are weighted too
+(production's block rate, the candidate's, the allowance); a plain clause is judged on the
+let-through rows as they are, and so is it here. Support (min_support) is counted in rows.
+
     >>> clauses = rate_clauses(contract)
     >>> limits = slice_limits(scored, clauses, baseline_blocked)
     >>> [b.sentence() for b in breaches(limits, candidate_blocked, share=0.5)]
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ratchet.evaluate.slices import OVERALL, SliceFamily, assign
+from ratchet.thresholds.weighted import ipw_weights
 
 #: Default share of a clause's allowance the suggestion aims a slice's point estimate within.
 TARGET_SHARE = 0.5
@@ -47,6 +53,7 @@ class RateClause:
     relative: float | None
     min_support: int
     source: str = ""
+    estimator: str = "plain"  # "ipw": the contract engine judges it on rows weighted by 1 / propensity
 
     @property
     def two_sided(self) -> bool:
@@ -63,10 +70,14 @@ class RateClause:
 
     def to_dict(self) -> dict[str, Any]:
         f = self.family
-        return {"name": self.name, "kind": self.kind, "metric": self.metric, "absolute": self.absolute,
-                "relative": self.relative, "min_support": self.min_support, "source": self.source,
-                "family": {"name": f.name, "columns": list(f.columns), "top": f.top,
-                           "bands": list(f.bands) if f.bands is not None else None}}
+        out: dict[str, Any] = {
+            "name": self.name, "kind": self.kind, "metric": self.metric, "absolute": self.absolute,
+            "relative": self.relative, "min_support": self.min_support, "source": self.source,
+            "family": {"name": f.name, "columns": list(f.columns), "top": f.top,
+                       "bands": list(f.bands) if f.bands is not None else None}}
+        if self.estimator != "plain":  # stored only when weighted: plain clauses' records stay as they were
+            out["estimator"] = self.estimator
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RateClause:
@@ -74,7 +85,8 @@ class RateClause:
         fam = SliceFamily(name=f["name"], columns=tuple(f["columns"]), top=f.get("top"),
                           bands=tuple(f["bands"]) if f.get("bands") is not None else None)
         return cls(name=d["name"], kind=d["kind"], metric=d["metric"], family=fam, absolute=d.get("absolute"),
-                   relative=d.get("relative"), min_support=int(d["min_support"]), source=d.get("source", ""))
+                   relative=d.get("relative"), min_support=int(d["min_support"]), source=d.get("source", ""),
+                   estimator=d.get("estimator", "plain"))
 
 
 def rate_clauses(contract: Any) -> tuple[RateClause, ...]:
@@ -85,13 +97,15 @@ def rate_clauses(contract: Any) -> tuple[RateClause, ...]:
             continue
         fam = contract.slices[c.per] if c.per else OVERALL
         out.append(RateClause(name=c.name, kind=c.kind, metric=c.metric, family=fam, absolute=c.tolerance.absolute,
-                              relative=c.tolerance.relative, min_support=int(c.min_support), source=c.source))
+                              relative=c.tolerance.relative, min_support=int(c.min_support), source=c.source,
+                              estimator=getattr(c, "estimator", "plain") or "plain"))
     return tuple(out)
 
 
 @dataclass(frozen=True)
 class SliceLimits:
-    """One clause's slices: row codes, support, production's block rate and the allowance."""
+    """One clause's slices: row codes, support, production's block rate and the allowance
+    (weighted by `weight`, 1 / propensity, for an ipw clause on censored data; None: counts)."""
 
     clause: RateClause
     codes: np.ndarray          # row -> slice, -1: in no slice
@@ -99,6 +113,19 @@ class SliceLimits:
     rows: np.ndarray           # rows per slice
     baseline: np.ndarray       # production's block rate per slice
     allowance: np.ndarray      # allowed move of the block rate per slice
+    weight: np.ndarray | None = None   # per row; None: every row counts 1
+
+    @property
+    def total(self) -> np.ndarray:
+        """What a slice's block rate divides by: its rows, or their total weight."""
+        if self.weight is None:
+            return self.rows
+        inside = self.codes >= 0
+        return np.bincount(self.codes[inside], weights=self.weight[inside], minlength=len(self.labels))
+
+    def row_weight(self, rows: np.ndarray) -> np.ndarray | None:
+        """The weights of these rows (None: counts)."""
+        return None if self.weight is None else self.weight[rows]
 
     @property
     def judged(self) -> np.ndarray:
@@ -114,6 +141,11 @@ class SliceLimits:
         """The block rate per slice given each row's decision."""
         inside = self.codes >= 0
         n = len(self.labels)
+        if self.weight is not None:
+            hits = np.bincount(self.codes[inside], weights=self.weight[inside] * blocked[inside], minlength=n)
+            total = self.total
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(total > 0, hits / np.where(total > 0, total, 1.0), np.nan)
         hits = np.bincount(self.codes[inside], weights=blocked[inside].astype(float), minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.rows > 0, hits / np.maximum(self.rows, 1), np.nan)
@@ -125,9 +157,11 @@ class SliceLimits:
 def slice_limits(frame: pd.DataFrame, clauses: Sequence[RateClause], baseline_blocked: np.ndarray
                  ) -> tuple[list[SliceLimits], list[str]]:
     """The limits of every clause on `frame`'s rows, and notes for clauses whose slice
-    columns the rows lack (those are skipped: the contract evaluation reports them)."""
+    columns the rows lack (those are skipped: the contract evaluation reports them). An ipw
+    clause's limits are weighted by 1 / propensity when the rows carry one."""
     out, notes = [], []
     base = np.asarray(baseline_blocked, dtype=bool)
+    weight = ipw_weights(frame) if any(c.estimator == "ipw" for c in clauses) else None
     for c in clauses:
         missing = [col for col in c.family.columns if col not in frame.columns]
         if missing:
@@ -138,10 +172,17 @@ def slice_limits(frame: pd.DataFrame, clauses: Sequence[RateClause], baseline_bl
         codes = sc.codes.astype(np.int64)
         inside = codes >= 0
         rows = np.bincount(codes[inside], minlength=sc.n_slices).astype(np.int64)
-        hits = np.bincount(codes[inside], weights=base[inside].astype(float), minlength=sc.n_slices)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(rows > 0, hits / np.maximum(rows, 1), np.nan)
-        out.append(SliceLimits(c, codes, list(sc.labels), rows, rate, c.allowance(np.nan_to_num(rate))))
+        w = weight if c.estimator == "ipw" else None
+        if w is not None:
+            total = np.bincount(codes[inside], weights=w[inside], minlength=sc.n_slices)
+            hits = np.bincount(codes[inside], weights=w[inside] * base[inside], minlength=sc.n_slices)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(total > 0, hits / np.where(total > 0, total, 1.0), np.nan)
+        else:
+            hits = np.bincount(codes[inside], weights=base[inside].astype(float), minlength=sc.n_slices)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(rows > 0, hits / np.maximum(rows, 1), np.nan)
+        out.append(SliceLimits(c, codes, list(sc.labels), rows, rate, c.allowance(np.nan_to_num(rate)), w))
     return out, notes
 
 

@@ -7,6 +7,10 @@ and which clause binds. Its `section` goes into suggestions.json ("contract"): t
 clauses with their slice families, so an approval can re-judge edits later against the
 scored rows stored next to it (suggestions-scored.parquet), with no contract file at hand.
 
+On censored data (a `propensity` column) each clause is honoured as the contract engine
+judges it: an `estimator: ipw` clause on rows weighted by 1 / propensity, a plain clause on
+the let-through rows as they are (ratchet.thresholds.constraints); the note says which.
+
     >>> fit = fit_contract(scored, cand, base_blocked, codes, G, own, glob, contract, share=0.5)
     >>> refused = judge_edit(s.contract, rows, s.thresholds(), (0.7, {"m001": 0.9}))
 """
@@ -23,6 +27,7 @@ from ratchet.thresholds.constraints import (
     Breach, RateClause, SliceLimits, breaches, edit_breaches, rate_clauses, row_thresholds, slice_limits,
 )
 from ratchet.thresholds.repair import interval, repair
+from ratchet.thresholds.weighted import PROPENSITY, censored
 
 ROW_BASE = ("label", "candidate_score", "baseline_score", "baseline_threshold")
 
@@ -40,10 +45,13 @@ class ContractFit:
 
 
 def row_columns(clauses: tuple[RateClause, ...], merchant_column: str) -> list[str]:
-    """The columns an approval needs to re-judge edits: scores, thresholds, merchant, slice columns."""
+    """The columns an approval needs to re-judge edits: scores, thresholds, merchant, slice
+    columns (and the propensity, for a clause weighted by it)."""
     cols = [*ROW_BASE, merchant_column]
     for c in clauses:
         cols += [col for col in c.family.columns if col not in cols]
+    if any(c.estimator == "ipw" for c in clauses):
+        cols.append(PROPENSITY)
     return cols
 
 
@@ -65,7 +73,7 @@ def fit_contract(scored: pd.DataFrame, cand: np.ndarray, baseline_blocked: np.nd
                            "thresholds follow the policy's objective only")
         return start
     limits, notes = slice_limits(scored, clauses, baseline_blocked)
-    start.notes += notes
+    start.notes += notes + _weighting_notes(section["name"], limits, censored(scored))
     thr0 = np.where(np.isnan(start.own), start.glob, start.own)[mcodes]
     before = breaches(limits, cand >= thr0, 1.0)
     r = repair(cand, mcodes, n_merchants, start.own, start.glob, limits, share)
@@ -77,6 +85,23 @@ def fit_contract(scored: pd.DataFrame, cand: np.ndarray, baseline_blocked: np.nd
     section.update(before=[b.to_dict() for b in before], unresolved=unresolved, rounds=r.rounds)
     notes = start.notes + _notes(section, before, left, r.problems)
     return ContractFit(r.own, r.glob, r.why, r.glob_why, section, notes)
+
+
+def _weighting_notes(name: str, limits: list[SliceLimits], on_censored: bool) -> list[str]:
+    """On censored data: which clauses' slices were weighted by 1 / propensity and which counted."""
+    if not on_censored or not limits:
+        return []
+    ipw = [lim.clause.name for lim in limits if lim.weight is not None]
+    plain = [lim.clause.name for lim in limits if lim.weight is None]
+    out = []
+    if ipw:
+        out.append(f"contract {name}: ipw clause(s) {', '.join(ipw)}: honoured on block rates weighted by "
+                   "1 / propensity, as the contract engine judges them")
+    if plain:
+        out.append(f"contract {name}: plain clause(s) {', '.join(plain)}: the contract engine judges them on the "
+                   "let-through rows as they are, so they are honoured here on plain counts too, not on estimates "
+                   "for all payments; only estimator: ipw clauses (whole population) are weighted")
+    return out
 
 
 def _notes(section: dict[str, Any], before: list[Breach], left: list[Breach],
@@ -132,7 +157,8 @@ def edit_hint(section: dict[str, Any], rows: pd.DataFrame, breach: Breach) -> st
     if len(names) != 1:
         return ""
     lo, hi = lim.band(1.0)
-    low, high = interval(rows.loc[inside, "candidate_score"].to_numpy(float), float(lo[i]), float(hi[i]))
+    low, high = interval(rows.loc[inside, "candidate_score"].to_numpy(float), float(lo[i]), float(hi[i]),
+                         lim.row_weight(np.flatnonzero(inside)))
     if low > high:
         return f"no threshold of {names[0]} keeps it within its allowance"
     lo_v, hi_v = np.ceil(max(low, 0.0) * 1e6) / 1e6, np.floor(min(high, 1.0) * 1e6) / 1e6  # printed values stay inside

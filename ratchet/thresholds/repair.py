@@ -32,6 +32,10 @@ the model. No merchant's threshold moves further than a factor `reach` in odds
 that scores a whole category as fraud (a label bug) would need a threshold near 1 for it:
 beyond the reach, so the clause stays violated, the gate judges it and names it.
 
+A clause whose limits are weighted (an ipw clause on censored data, SliceLimits.weight)
+is repaired on the same rule with weights: a slice's block rate is its blocked rows'
+weight over its rows' weight, and "block at most k rows" becomes "at most that weight".
+
     >>> r = repair(score, merchant_codes, n_merchants, own, glob, limits, share=0.5)
     >>> r.own, r.glob, r.why, r.problems
 """
@@ -111,9 +115,55 @@ def _count_lo(n: int, rate: float) -> int:
     return max(0, int(np.ceil(rate * n - 1e-9))) if np.isfinite(rate) else 0
 
 
-def interval(scores: np.ndarray, lo_rate: float, hi_rate: float) -> tuple[float, float]:
+def _weight_hi(total: float, rate: float) -> float:
+    return rate * total + 1e-9 * total if np.isfinite(rate) else total
+
+
+def _weight_lo(total: float, rate: float) -> float:
+    return max(0.0, rate * total - 1e-9 * total) if np.isfinite(rate) else 0.0
+
+
+def _budgets(wr: np.ndarray | None, n: int, lo_rate: float, hi_rate: float) -> tuple[float, float]:
+    """(least, most) blocked rows -- or weight, with weights -- that keep a block rate within [lo, hi]."""
+    if wr is None:
+        return _count_lo(n, lo_rate), _count_hi(n, hi_rate)
+    total = float(np.sum(wr))
+    return _weight_lo(total, lo_rate), _weight_hi(total, hi_rate)
+
+
+def _blocked(r: np.ndarray, thr: np.ndarray | float, wr: np.ndarray | None) -> float:
+    """Rows blocked at these thresholds (their weight, with weights)."""
+    hit = r >= thr
+    return int(hit.sum()) if wr is None else float(wr[hit].sum())
+
+
+def _weighted_interval(scores: np.ndarray, weight: np.ndarray, lo_rate: float, hi_rate: float) -> tuple[float, float]:
+    """interval() with the block rate as the blocked rows' share of the weight."""
+    a = np.asarray(scores, dtype=float)
+    w = np.asarray(weight, dtype=float)
+    if len(a) == 0:
+        return -np.inf, np.inf
+    order = np.argsort(-a, kind="stable")
+    desc, cum = a[order], np.cumsum(w[order])
+    asc = np.sort(a)
+    k_lo, k_hi = _weight_lo(float(cum[-1]), lo_rate), _weight_hi(float(cum[-1]), hi_rate)
+    over = np.flatnonzero(cum > k_hi)
+    low = -np.inf if len(over) == 0 else _just_above(asc, float(desc[over[0]]))
+    if k_lo <= 0:
+        return low, np.inf
+    enough = np.flatnonzero(cum >= k_lo)
+    j = int(enough[0]) if len(enough) else len(desc) - 1
+    # a threshold at desc[j] blocks its tied rows too, which only adds weight
+    return low, float(desc[j])
+
+
+def interval(scores: np.ndarray, lo_rate: float, hi_rate: float,
+             weight: np.ndarray | None = None) -> tuple[float, float]:
     """Thresholds t (score >= t blocks) that give these rows a block rate within
-    [lo_rate, hi_rate]: (lowest, highest); lowest > highest when none does (tied scores)."""
+    [lo_rate, hi_rate]: (lowest, highest); lowest > highest when none does (tied scores).
+    weight: per row (the block rate is then the blocked rows' share of the weight)."""
+    if weight is not None:
+        return _weighted_interval(scores, weight, lo_rate, hi_rate)
     a = np.sort(np.asarray(scores, dtype=float))
     n = len(a)
     k_hi, k_lo = _count_hi(n, hi_rate), _count_lo(n, lo_rate)
@@ -150,7 +200,8 @@ def _boxes(score: np.ndarray, limits: Sequence[SliceLimits], slices: Sequence[_S
         for m, _, li, i in sorted(items):
             lim = limits[li]
             lo, hi = lim.band(s)
-            a, b = interval(score[slices[li].rows(i)], float(lo[i]), float(hi[i]))
+            rows = slices[li].rows(i)
+            a, b = interval(score[rows], float(lo[i]), float(hi[i]), lim.row_weight(rows))
             lo_m, hi_m = max(box.lo[level][m], a), min(box.hi[level][m], b)
             if lo_m > hi_m:
                 if level == "full":
@@ -202,15 +253,17 @@ def _place(r: Repaired, box: _Boxes) -> None:
         r.why[m] = box.lo_why["target"][m] if new[m] > e[m] else box.hi_why["target"][m]
 
 
-def _solve_up(r: np.ndarray, e: np.ndarray, cap: np.ndarray, k: int) -> tuple[float, bool]:
-    """Least floor u (thresholds max(e, min(u, cap))) blocking at most k rows; (u, reached)."""
+def _solve_up(r: np.ndarray, e: np.ndarray, cap: np.ndarray, k: float,
+              wr: np.ndarray | None = None) -> tuple[float, bool]:
+    """Least floor u (thresholds max(e, min(u, cap))) blocking at most k rows (weight k,
+    with row weights wr); (u, reached)."""
     cand = np.unique(r[r >= e])
 
     def u_at(j: int) -> float:
         return _mid(float(cand[j]), float(cand[j + 1])) if j + 1 < len(cand) else float(np.nextafter(cand[j], np.inf))
 
-    def count(j: int) -> int:
-        return int((r >= np.maximum(e, np.minimum(u_at(j), cap))).sum())
+    def count(j: int) -> float:
+        return _blocked(r, np.maximum(e, np.minimum(u_at(j), cap)), wr)
 
     lo, hi = 0, len(cand) - 1
     if count(hi) > k:
@@ -221,15 +274,17 @@ def _solve_up(r: np.ndarray, e: np.ndarray, cap: np.ndarray, k: int) -> tuple[fl
     return u_at(lo), True
 
 
-def _solve_down(r: np.ndarray, e: np.ndarray, floor: np.ndarray, k: int) -> tuple[float, bool]:
-    """Greatest cap u (thresholds min(e, max(u, floor))) blocking at least k rows; (u, reached)."""
+def _solve_down(r: np.ndarray, e: np.ndarray, floor: np.ndarray, k: float,
+                wr: np.ndarray | None = None) -> tuple[float, bool]:
+    """Greatest cap u (thresholds min(e, max(u, floor))) blocking at least k rows (weight k,
+    with row weights wr); (u, reached)."""
     cand = np.unique(r[r < e])
 
     def u_at(j: int) -> float:
         return _mid(float(cand[j - 1]), float(cand[j])) if j > 0 else float(cand[0])
 
-    def count(j: int) -> int:
-        return int((r >= np.minimum(e, np.maximum(u_at(j), floor))).sum())
+    def count(j: int) -> float:
+        return _blocked(r, np.minimum(e, np.maximum(u_at(j), floor)), wr)
 
     lo, hi = 0, len(cand) - 1
     if count(lo) < k:
@@ -249,8 +304,9 @@ class _Counts:
         self.limits, self.score, self.mcodes = limits, score, mcodes
         self.by_merchant = group_rows(mcodes, n_merchants)
         blocked = score >= e[mcodes]
-        self.blocked = [np.bincount(lim.codes[lim.codes >= 0], weights=blocked[lim.codes >= 0],
+        self.blocked = [np.bincount(lim.codes[lim.codes >= 0], weights=_hits(lim, blocked)[lim.codes >= 0],
                                     minlength=len(lim.labels)) for lim in limits]
+        self.totals = [lim.total for lim in limits]
 
     def rows_of(self, merchants: np.ndarray) -> np.ndarray:
         g = self.by_merchant
@@ -266,17 +322,27 @@ class _Counts:
         out = []
         for lim in self.limits:
             c = lim.codes[rows]
-            out.append(np.bincount(c[c >= 0], weights=d[c >= 0], minlength=len(lim.labels)))
+            dw = d if lim.weight is None else d * lim.weight[rows]
+            out.append(np.bincount(c[c >= 0], weights=dw[c >= 0], minlength=len(lim.labels)))
         return out
 
     def rates(self, li: int, delta: list[np.ndarray] | None = None) -> np.ndarray:
         lim = self.limits[li]
         b = self.blocked[li] + (delta[li] if delta is not None else 0)
+        if lim.weight is not None:
+            total = self.totals[li]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(total > 0, b / np.where(total > 0, total, 1.0), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(lim.rows > 0, b / np.maximum(lim.rows, 1), np.nan)
 
     def commit(self, delta: list[np.ndarray]) -> None:
         self.blocked = [b + d for b, d in zip(self.blocked, delta)]
+
+
+def _hits(lim: SliceLimits, blocked: np.ndarray) -> np.ndarray:
+    """Each row's blocked count for this clause's slices: 0/1, or its weight when blocked."""
+    return blocked if lim.weight is None else lim.weight * blocked
 
 
 def _offended(counts: _Counts, delta: list[np.ndarray], share: float, up: bool,
@@ -303,18 +369,20 @@ class _Move:
 
 
 def _solve(sc: np.ndarray, e: np.ndarray, mc: np.ndarray, merchants: np.ndarray, e_m: np.ndarray, lim: SliceLimits,
-           i: int, band: float, edge: np.ndarray, held: set[int], up: bool) -> tuple[np.ndarray, bool, float]:
-    """One slice-level threshold for the slice's rows, held merchants kept where they are;
-    (new threshold per merchant, target reached, u)."""
+           i: int, band: float, edge: np.ndarray, held: set[int], up: bool,
+           wr: np.ndarray | None = None) -> tuple[np.ndarray, bool, float]:
+    """One slice-level threshold for the slice's rows (weights wr, None: counts), held
+    merchants kept where they are; (new threshold per merchant, target reached, u)."""
     lo, hi = lim.band(band)
     n = len(sc)
     keep = np.isin(mc, list(held)) if held else np.zeros(n, dtype=bool)
     row_edge = np.where(keep, e, edge[mc])
+    k_lo, k_hi = _budgets(wr, n, float(lo[i]), float(hi[i]))
     if up:
-        u, ok = _solve_up(sc, e, row_edge, _count_hi(n, float(hi[i])))
+        u, ok = _solve_up(sc, e, row_edge, k_hi, wr)
         new = np.maximum(e_m, np.minimum(u, edge[merchants]))
     else:
-        u, ok = _solve_down(sc, e, row_edge, _count_lo(n, float(lo[i])))
+        u, ok = _solve_down(sc, e, row_edge, k_lo, wr)
         new = np.minimum(e_m, np.maximum(u, edge[merchants]))
     if held:
         new = np.where(np.isin(merchants, list(held)), e_m, new)
@@ -332,7 +400,9 @@ def _plan(r: Repaired, counts: _Counts, rows: np.ndarray, li: int, i: int, box: 
     e = e_all[mc]
     merchants = np.unique(mc)
     e_m = e_all[merchants]
-    up = float(np.mean(sc >= e)) > float(lim.band(share)[1][i])
+    wr = lim.row_weight(rows)
+    rate = float(np.mean(sc >= e)) if wr is None else float(np.sum(wr * (sc >= e)) / max(float(np.sum(wr)), 1e-300))
+    up = rate > float(lim.band(share)[1][i])
     levels = (("target", share), ("full", share), ("full", 1.0))
     pushed: set[str] = set()
     for holding in (True, False):
@@ -340,7 +410,7 @@ def _plan(r: Repaired, counts: _Counts, rows: np.ndarray, li: int, i: int, box: 
             edge = box.hi[level] if up else box.lo[level]
             held: set[int] = set()
             for _ in range(HOLD_ROUNDS):
-                new, ok, u = _solve(sc, e, mc, merchants, e_m, lim, i, band, edge, held, up)
+                new, ok, u = _solve(sc, e, mc, merchants, e_m, lim, i, band, edge, held, up, wr)
                 if not ok:
                     break
                 if not holding:
@@ -355,7 +425,7 @@ def _plan(r: Repaired, counts: _Counts, rows: np.ndarray, li: int, i: int, box: 
                     break
                 held |= more
     edge = box.hi["full"] if up else box.lo["full"]
-    new, _, u = _solve(sc, e, mc, merchants, e_m, lim, i, 1.0, edge, set(), up)
+    new, _, u = _solve(sc, e, mc, merchants, e_m, lim, i, 1.0, edge, set(), up, wr)
     why = box.hi_why["full"] if up else box.lo_why["full"]
     capped = edge[merchants] < u if up else edge[merchants] > u
     held_by = tuple(sorted({why[m] for m in merchants[capped] if why[m]}))
