@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/ratchet demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) demo-out runs local_outputs

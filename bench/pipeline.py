@@ -49,7 +49,7 @@ def bench(rows: int, days: int, extra: list[str]) -> dict:
         config = SynthConfig(rows=rows, seed=11, days=days)
         data = write_transactions(config, t / "tx.parquet", progress=False)
         spec = spec_with(extra, t)
-        started = time.perf_counter()
+        started, epoch = time.perf_counter(), time.time()
         outcome = run_release(str(data), str(spec), str(ROOT / "contracts/fraud.yaml"),
                               tracking_uri=f"sqlite:///{t / 'mlflow.db'}", bootstrap=True,
                               workdir=str(t / "runs"), quiet=True)
@@ -57,9 +57,27 @@ def bench(rows: int, days: int, extra: list[str]) -> dict:
         if outcome.failure:
             raise SystemExit(f"release failed: {outcome.failure}")
         timings = json.loads((Path(outcome.report_dir) / "timings.json").read_text())
+        timeline = json.loads((Path(outcome.report_dir) / "timeline.json").read_text())
         return {"rows": rows, "total_s": round(total, 1), "steps_s": timings,
+                "phases": phases(timeline, epoch, epoch + total),
                 "train_rows": outcome.summary.get("snapshot", {}).get("rows"),
                 "verdict": outcome.to_json()["verdict"], "auc": outcome.to_json()["metrics"]["auc"]}
+
+
+def phases(timeline: dict, start: float, end: float) -> list[tuple[str, float]]:
+    """The release's wall time cut into consecutive phases: before each step's process
+    started (the launcher's checks, kfp's runner between steps), the step's start-up
+    (Python, kfp's executor, imports: from its process start to its work) and its work;
+    then what came after the last step. The phases add up to the whole release."""
+    out, t = [], start
+    for step, tl in sorted(timeline.items(), key=lambda kv: kv[1]["began"]):
+        proc = tl.get("process_started") or tl["began"]
+        out.append((f"{step}: before its process", max(proc - t, 0.0)))
+        out.append((f"{step}: start-up", tl["began"] - proc))
+        out.append((f"{step}: work", tl["ended"] - tl["began"]))
+        t = tl["ended"]
+    out.append(("after the last step", max(end - t, 0.0)))
+    return out
 
 
 def main() -> None:
@@ -79,6 +97,10 @@ def main() -> None:
         steps = "  ".join(f"{k}={v:.1f}s" for k, v in r["steps_s"].items())
         print(f"{n:>9,} rows: release {r['total_s']:.1f}s  [{steps}]  verdict={r['verdict']} auc={r['auc']:.4f}",
               flush=True)
+        starts = sum(v for k, v in r["phases"] if not k.endswith(": work"))
+        print(f"  phases (work {r['total_s'] - starts:.1f}s, start-up and orchestration {starts:.1f}s):")
+        for name, seconds in r["phases"]:
+            print(f"    {name:<34} {seconds:6.1f}s", flush=True)
 
 
 if __name__ == "__main__":

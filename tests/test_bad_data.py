@@ -395,27 +395,33 @@ def test_evidence_needs_are_the_blocking_whole_population_clauses():
     assert [(n.clause, n.min_support) for n in evidence_needs(contract, bootstrap=True)] == [("auc_floor", 100)]
 
 
-def test_pipeline_run_exercise_reports_the_evidence_shortfall_with_exit_2(tmp_path):
-    """20,000 rows a year: a 45-day test window holds ~40 fraud rows; auc_floor needs 100."""
-    import json
-
+def test_the_training_set_step_refuses_an_evidence_shortfall_naming_the_clause_with_exit_2(spark, tmp_path):
+    """20,000 rows a year: a 45-day test window holds ~40 fraud rows; auc_floor needs 100. The
+    step executor the kfp component calls reads the contract it is given and refuses before
+    any feature (a kfp run of a training-set refusal, exit 2 and nothing registered, is
+    test_pipeline_run_refuses_duplicated_transactions_with_exit_2_and_registers_nothing)."""
+    from ratchet.app.steps.release import FAILURE_FILE, training_set_step
     from ratchet.data.synth import SynthConfig, write_transactions
     from ratchet.registry import Registry
-    from tests.test_release_e2e import ROOT, ratchet
+    from tests.test_release_e2e import ROOT
 
     data = write_transactions(SynthConfig(rows=20_000, seed=3, days=365), tmp_path / "tx.parquet", progress=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = ratchet("pipeline", "run", "--local", "--data", str(data), "--spec", str(ROOT / "specs/fraud.yaml"),
-                  "--contract", str(ROOT / "contracts/fraud.yaml"), "--tracking-uri", uri, "--workdir",
-                  str(tmp_path / "runs"), "--format", "json", "--bootstrap", "--exercise", "--as-of", "2025-12-31",
-                  cwd=tmp_path)
-    assert out.returncode == 2, out.stdout + out.stderr
-    j = json.loads(out.stdout)
-    assert j["failed_step"] == "training_set" and "sample_size[test]" in j["error"]
-    assert "auc_floor (" in j["error"] and "fraud.yaml:" in j["error"] and "fails below 100 fraud rows" in j["error"]
-    assert "set windows.test_days to" in j["error"]
+    contract = ROOT / "contracts/fraud.yaml"
+    with pytest.raises(DataCheckError) as err:
+        training_set_step(str(data), (ROOT / "specs/fraud.yaml").read_text(), "specs/fraud.yaml", "2025-12-31", uri,
+                          "fraud", str(tmp_path / "dataset"), str(tmp_path / "report"),
+                          contract_yaml=contract.read_text(), contract_name=str(contract), bootstrap=True)
+    msg = str(err.value)
+    assert isinstance(err.value, RatchetError) and "sample_size[test]" in msg  # a RatchetError: exit 2
+    assert "auc_floor (" in msg and "fraud.yaml:" in msg and "fails below 100 fraud rows" in msg
+    assert "set windows.test_days to" in msg
+    failure = (tmp_path / "report" / FAILURE_FILE).read_text()
+    assert '"step": "training_set"' in failure and '"user_error": true' in failure
+    assert not (tmp_path / "dataset" / "train.parquet").exists(), "refused before any feature was built"
     reg = Registry(uri, "fraud")
     assert reg.versions() == [] and reg.alias_version("production") is None
+
 
 
 # --- 11. a bootstrap release goes to @production only on credibly passed bounds -------------------

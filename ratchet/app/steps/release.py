@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 import traceback
@@ -28,7 +29,7 @@ TRAINING_FILE = "training.json"  # next to the model: what early stopping, the s
 @contextlib.contextmanager
 def reporting(step: str, report_dir: str) -> Iterator[None]:
     """Run a step; record how it failed in report_dir/failure.json, then re-raise."""
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     print(f"[ratchet] step {step}: started", flush=True)
     try:
         yield
@@ -42,6 +43,7 @@ def reporting(step: str, report_dir: str) -> Iterator[None]:
         print(f"[ratchet] step {step}: FAILED: {exc}", flush=True)
         raise
     _append_timing(report_dir, step, time.perf_counter() - started)
+    _append_timeline(report_dir, step, began, time.time())
     print(f"[ratchet] step {step}: done in {time.perf_counter() - started:.1f}s", flush=True)
 
 
@@ -51,6 +53,29 @@ def _append_timing(report_dir: str, step: str, seconds: float) -> None:
     timings = json.loads(path.read_text()) if path.exists() else {}
     timings[step] = round(seconds, 2)
     path.write_text(json.dumps(timings, indent=2))
+
+
+#: Per step, wall-clock epochs: when its process started, when its work began and ended.
+TIMELINE_FILE = "timeline.json"
+
+
+def process_started_at() -> float | None:
+    """When this process started (epoch seconds, from /proc), None where /proc does not say."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _append_timeline(report_dir: str, step: str, began: float, ended: float) -> None:
+    """timeline.json: {step: {process_started, began, ended}} (bench/pipeline.py splits start-up from work)."""
+    path = Path(report_dir) / TIMELINE_FILE
+    timeline = json.loads(path.read_text()) if path.exists() else {}
+    timeline[step] = {"process_started": process_started_at(), "began": round(began, 3), "ended": round(ended, 3)}
+    path.write_text(json.dumps(timeline, indent=2))
 
 
 def code_revision() -> str:
@@ -67,11 +92,13 @@ def code_revision() -> str:
         return "unknown"
 
 
-def check_release_preconditions(tracking_uri: str, model_name: str, bootstrap: bool) -> int | None:
-    """The production version to compare against; refuse a bootstrap over an existing one."""
+def check_release_preconditions(tracking_uri: str, model_name: str, bootstrap: bool,
+                                registry: Any = None) -> int | None:
+    """The production version to compare against; refuse a bootstrap over an existing one.
+    `registry`: an open ratchet.registry.Registry to ask (opening the store costs a second or two)."""
     from ratchet.registry import Registry
 
-    production = Registry(tracking_uri, model_name).alias_version("production")
+    production = (registry or Registry(tracking_uri, model_name)).alias_version("production")
     if bootstrap and production is not None:
         raise RegistryError(f"model '{model_name}' already has @production (version {production}); "
                             "--bootstrap is only for the very first release: drop it")
@@ -210,8 +237,8 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
         from ratchet.train.trainer import load_model
 
         contract = contract_from_text(contract_yaml, contract_name)
-        production = check_release_preconditions(tracking_uri, model_name, bootstrap)
         registry = Registry(tracking_uri, model_name)
+        production = check_release_preconditions(tracking_uri, model_name, bootstrap, registry)
         baseline, baseline_thresholds = None, None
         if production:
             baseline = registry.load_booster(production)
