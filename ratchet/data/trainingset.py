@@ -179,10 +179,19 @@ def _merchant_events(out: DataFrame, df: DataFrame, need: dict[str, set[str]], r
     units = F.round(F.col(C.AMOUNT) * AMOUNT_SCALE).cast("long")
     deltas: dict[str, Column] = {f"_dc_{w}": F.lit(1) for w in need["count"]}
     deltas.update({f"_da_{w}": units for w in need["amount"]})
-    parts = [out.withColumns({**deltas, "_is_tx": F.lit(1)})]
+    # every other event comes from one scan of `df`: a row holds its own events (an array of
+    # structs with one field per delta column, null where that event does not count) and
+    # they are exploded; the conditions are those each event would need in a branch of its own
+    fields = _delta_types(need) + ([("_dcb", "int")] if rate else [])
+    fields += [(f"_drc_{w}", "int") for w in sorted(risk)] + [(f"_drf_{w}", "int") for w in sorted(risk)]
+    t = F.unix_micros(F.col(C.TS))
+    label_t = F.unix_micros(F.col(C.LABEL_AVAILABLE_AT))
+    fraud_known = (F.col(C.IS_FRAUD) == 1) & F.col(C.LABEL_AVAILABLE_AT).isNotNull()
+    is_tx = bounded(t)
+    events: list[tuple[Column, Column, dict[str, Column]]] = []  # (condition, time, deltas)
 
-    def until_hi(e: DataFrame) -> DataFrame:
-        return e.where(F.col(_T) < hi) if hi is not None else e
+    def below_hi(at: Column) -> Column:
+        return at < hi if hi is not None else F.lit(True)
 
     for w in sorted(need["count"] | need["amount"]):
         expiry = {}
@@ -190,39 +199,42 @@ def _merchant_events(out: DataFrame, df: DataFrame, need: dict[str, set[str]], r
             expiry[f"_dc_{w}"] = F.lit(-1)
         if w in need["amount"]:
             expiry[f"_da_{w}"] = -units
-        e = out.select(C.MERCHANT_ID, (F.col(_T) + WINDOW_SECONDS[w] * _US).alias(_T),
-                       *[v.alias(k) for k, v in expiry.items()])
-        parts.append(until_hi(e))
+        at = t + WINDOW_SECONDS[w] * _US
+        events.append((is_tx & below_hi(at), at, expiry))
     if rate:
-        cb = (df.where((F.col(C.IS_FRAUD) == 1) & F.col(C.LABEL_AVAILABLE_AT).isNotNull())
-              .select(C.MERCHANT_ID, F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)).alias(_T)))
-        cb = cb.where(bounded(F.col(_T)))
-        parts.append(cb.withColumn("_dcb", F.lit(1)))
-        gone = cb.select(C.MERCHANT_ID, (F.col(_T) + WINDOW_SECONDS["30d"] * _US).alias(_T), F.lit(-1).alias("_dcb"))
-        parts.append(until_hi(gone))
+        chargeback = fraud_known & bounded(label_t)
+        events.append((chargeback, label_t, {"_dcb": F.lit(1)}))
+        gone = label_t + WINDOW_SECONDS["30d"] * _US
+        events.append((chargeback & below_hi(gone), gone, {"_dcb": F.lit(-1)}))
     if risk:
-        tx = out.where(F.col(_T) >= risk_lo) if risk_lo is not None else out
-        enter = F.col(_T) + delay_us
-        parts.append(until_hi(tx.select(C.MERCHANT_ID, enter.alias(_T),
-                                        *[F.lit(1).alias(f"_drc_{w}") for w in sorted(risk)])))
+        risk_tx = is_tx & (t >= risk_lo) if risk_lo is not None else is_tx
+        enter = t + delay_us
+        events.append((risk_tx & below_hi(enter), enter, {f"_drc_{w}": F.lit(1) for w in sorted(risk)}))
         for w in sorted(risk):
             leave = enter + RISK_WINDOW_DAYS[w] * 86400 * _US
-            parts.append(until_hi(tx.select(C.MERCHANT_ID, leave.alias(_T), F.lit(-1).alias(f"_drc_{w}"))))
-        fraud = (df.where((F.col(C.IS_FRAUD) == 1) & F.col(C.LABEL_AVAILABLE_AT).isNotNull())
-                 .select(C.MERCHANT_ID, F.unix_micros(F.col(C.TS)).alias("_ts"),
-                         F.unix_micros(F.col(C.LABEL_AVAILABLE_AT)).alias("_la")))
-        if risk_lo is not None:
-            fraud = fraud.where(F.col("_ts") >= risk_lo)
-        known = F.greatest(F.col("_ts") + delay_us, F.col("_la"))
+            events.append((risk_tx & below_hi(leave), leave, {f"_drc_{w}": F.lit(-1)}))
+        fraud = fraud_known & (t >= risk_lo) if risk_lo is not None else fraud_known
+        known = F.greatest(enter, label_t)
         for w in sorted(risk):
-            leave = F.col("_ts") + delay_us + RISK_WINDOW_DAYS[w] * 86400 * _US
-            counted = fraud.where(known < leave)
-            parts.append(until_hi(counted.select(C.MERCHANT_ID, known.alias(_T), F.lit(1).alias(f"_drf_{w}"))))
-            parts.append(until_hi(counted.select(C.MERCHANT_ID, leave.alias(_T), F.lit(-1).alias(f"_drf_{w}"))))
-    events = parts[0]
-    for p in parts[1:]:
-        events = events.unionByName(p, allowMissingColumns=True)
-    return events
+            leave = enter + RISK_WINDOW_DAYS[w] * 86400 * _US
+            counted = fraud & (known < leave)
+            events.append((counted & below_hi(known), known, {f"_drf_{w}": F.lit(1)}))
+            events.append((counted & below_hi(leave), leave, {f"_drf_{w}": F.lit(-1)}))
+    types = dict(fields)
+    structs = [F.when(cond, F.struct(at.alias(_T), *[values.get(k, F.lit(None)).cast(types[k]).alias(k)
+                                                      for k, _ in fields]))
+               for cond, at, values in events]
+    tx_rows = out.withColumns({**{k: v.cast(types[k]) for k, v in deltas.items()}, "_is_tx": F.lit(1)})
+    if not structs:
+        return tx_rows
+    exploded = (df.select(C.MERCHANT_ID, F.explode(F.array(*structs)).alias("_e")).where(F.col("_e").isNotNull())
+                .select(C.MERCHANT_ID, "_e.*"))
+    return tx_rows.unionByName(exploded, allowMissingColumns=True)
+
+
+def _delta_types(need: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """The merchant window delta columns and their types (counts int, amounts long units)."""
+    return [(f"_dc_{w}", "int") for w in sorted(need["count"])] + [(f"_da_{w}", "long") for w in sorted(need["amount"])]
 
 
 def lookback_seconds(features: list[str] | tuple[str, ...], risk_delay_days: float = DEFAULT_RISK_DELAY_DAYS) -> int:

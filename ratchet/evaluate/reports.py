@@ -40,10 +40,17 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
     cols = [c for c in columns if c in reference.columns and c in current.columns]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        snapshot = Report([DataDriftPreset()]).run(_sample(current[cols], seed=1), _sample(reference[cols], seed=2))
+        snapshot = Report([DataDriftPreset()]).run(drift_sample(current, cols, "current"),
+                                                   drift_sample(reference, cols, "reference"))
     out_html.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out_html))
     return out_html
+
+
+def drift_sample(frame: pd.DataFrame, columns: list[str], role: str) -> pd.DataFrame:
+    """The rows of `columns` the drift report reads: at most MAX_ROWS, the same sample every
+    time (a sample of a sample is itself, so a process handed it builds the same report)."""
+    return _sample(frame[columns], seed=1 if role == "current" else 2)
 
 
 def _decisions(scores: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
@@ -237,7 +244,11 @@ def worst_slices_plot(verdict, out_png: Path, n: int = 12) -> Path | None:  # no
     """Forest plot of the worst comparisons (forest_rows): per slice, candidate minus production
     with its interval against the clause's allowed band, one panel (and scale) per clause;
     rates in percentage points. None when nothing compares (a bootstrap)."""
-    rows = forest_rows(verdict, n)
+    return forest_plot(forest_rows(verdict, n), out_png)
+
+
+def forest_plot(rows: list[ForestRow], out_png: Path) -> Path | None:
+    """worst_slices_plot's drawing, from its rows (so another process can draw it); None without rows."""
     if not rows:
         return None
     import matplotlib

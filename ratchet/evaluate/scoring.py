@@ -21,6 +21,7 @@ from ratchet.evaluate.metrics import CARD_PRECISION_PREFIX
 from ratchet.train.trainer import LABEL_COLUMN, predict
 
 SLICE_COLUMNS = (C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL, C.AMOUNT, C.CARD_ID, C.TS)
+DRIFT_REPORT = "data-drift.html"
 METRIC_KEYS = ("auc", "average_precision", "recall_at_fpr", "fpr", "recall", "block_rate", "rows")
 
 
@@ -86,18 +87,23 @@ def headline_metrics(verdict: Any, rows: int) -> dict[str, float]:
 
 def write_reports(scored: pd.DataFrame, verdict: Any, contract: Any, drift: tuple[pd.DataFrame, pd.DataFrame] | None,
                   features: list[str], report_dir: Path) -> list[Path]:
-    """Evidently reports next to the verdict: feature drift from the training set to the
-    test window, and candidate vs production on the worst slices the engine found."""
-    from ratchet.evaluate.reports import drift_report, slice_comparison_reports, slice_masks
+    """Evidently reports next to the verdict, built in this process: feature drift from the
+    training set to the test window, and candidate vs production on the worst slices the
+    engine found (see verdict_reports)."""
+    from ratchet.evaluate.report_process import InProcess
 
-    from ratchet.evaluate.reports import worst_slices_plot
-
-    written = []
-    chart = worst_slices_plot(verdict, report_dir / "worst-slices.png")
-    if chart is not None:
-        written.append(chart)
+    builder = InProcess()
     if drift is not None:
-        written.append(drift_report(drift[0], drift[1], features, report_dir / "data-drift.html"))
+        builder.drift(drift[0], drift[1], features, report_dir / DRIFT_REPORT)
+    verdict_reports(builder, scored, verdict, contract, report_dir)
+    return builder.finish()
+
+
+def verdict_reports(builder: Any, scored: pd.DataFrame, verdict: Any, contract: Any, report_dir: Path) -> None:
+    """Ask `builder` (ratchet.evaluate.report_process) for the reports a verdict needs: the
+    worst-slices chart and one Evidently comparison per worst slice."""
+    from ratchet.evaluate.reports import forest_rows, slice_masks
+
+    builder.chart(forest_rows(verdict), report_dir / "worst-slices.png")
     masks = slice_masks(scored, contract, verdict.worst_slices(n=3))
-    written += slice_comparison_reports(scored, verdict.threshold_values, masks, report_dir)
-    return written
+    builder.slices(scored, verdict.threshold_values, masks, report_dir)

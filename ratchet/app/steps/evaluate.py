@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ratchet.evaluate.policy_estimates import estimate_metrics, has_logged_decisions, release_estimates
-from ratchet.evaluate.scoring import Thresholds, headline_metrics, scored_table, write_reports
+from ratchet.evaluate.scoring import DRIFT_REPORT, Thresholds, headline_metrics, scored_table, verdict_reports
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,23 @@ class Evaluation:
 def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
                        baseline_thresholds: Thresholds | None = None, *, train: pd.DataFrame | None = None,
                        report_dir: Path | None = None, scored: pd.DataFrame | None = None,
-                       threshold_policy: Any = None) -> Evaluation:
+                       threshold_policy: Any = None, reports: Any = None) -> Evaluation:
     """Score, judge against the contract, write Evidently reports (if report_dir), summarise.
 
     `scored`: the scored table when it was built elsewhere (on Spark, for a large test
     set); `test` is then only read for the drift report and may be a sample.
     `threshold_policy` (ratchet.thresholds ThresholdPolicy): suggest per-merchant thresholds
     and judge the contract with them applied (a `candidate_threshold` column).
+    `reports` (ratchet.evaluate.report_process): where the reports in report_dir are built;
+    in this process unless given (the release step hands them to a process of their own).
     """
     from ratchet.contracts import evaluate_contract
+    from ratchet.evaluate.report_process import InProcess
 
+    if report_dir is not None:
+        reports = reports or InProcess()
+        if train is not None:  # asked first: it needs nothing the verdict decides
+            reports.drift(train, test, list(candidate.feature_names or []), report_dir / DRIFT_REPORT)
     if scored is None:
         scored = scored_table(test, candidate, baseline, baseline_thresholds)
     suggestions = None
@@ -80,12 +87,8 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
     verdict = evaluate_contract(contract, scored)
     if baseline is None:  # bootstrap: no shadow phase against production, so nothing may stay open
         verdict.open_questions_block = True
-    figures: dict[str, bytes] = {}
     if report_dir is not None:
-        features = list(candidate.feature_names or [])
-        written = write_reports(scored, verdict, contract, (train, test) if train is not None else None, features,
-                                report_dir)
-        figures = {"Worst slices: candidate vs production": p.read_bytes() for p in written if p.suffix == ".png"}
+        verdict_reports(reports, scored, verdict, contract, report_dir)
     failures = verdict.failures()
     if verdict.passed:
         reason = "gate passed" + (" (bootstrap: absolute bounds only, each shown to pass)" if baseline is None else "")
@@ -100,6 +103,10 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
     if has_logged_decisions(scored):  # censored data: what each policy would do on every payment
         estimates = release_estimates(scored, verdict.threshold_values)
         metrics.update(estimate_metrics(estimates))
+    figures: dict[str, bytes] = {}
+    if report_dir is not None:  # the reports were being built meanwhile
+        written = reports.finish()
+        figures = {"Worst slices: candidate vs production": p.read_bytes() for p in written if p.suffix == ".png"}
     return Evaluation(verdict.passed, verdict, metrics, reason, suggestions, figures, estimates)
 
 

@@ -15,6 +15,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +168,15 @@ def training_set_step(data_path: str, spec_yaml: str, spec_name: str, as_of: str
             from ratchet.contracts import contract_from_text
 
             needs = evidence_needs(contract_from_text(contract_yaml, contract_name or "contract.yaml"), bootstrap)
-        # the row-count baseline: @production's data, else the last version that passed the gate
-        previous = Registry(tracking_uri, model_name).previous_rows()
+        # the row-count baseline (@production's data, else the last version that passed the gate) is
+        # read from MLflow in a thread while the JVM starts: each is seconds, mostly waiting
+        with ThreadPoolExecutor(1, thread_name_prefix="ratchet-baseline") as pool:
+            baseline = pool.submit(lambda: Registry(tracking_uri, model_name).previous_rows())
+            spark = spark_for(spec.spark, "ratchet-training-set")
+            previous = baseline.result()
         try:
             result = build_training_set(data_path, spec, Path(out_dir), as_of=as_of or None, previous_rows=previous,
-                                        spark=spark_for(spec.spark, "ratchet-training-set"), evidence=needs)
+                                        spark=spark, evidence=needs)
         except RatchetError:
             raise
         except Exception as exc:  # noqa: BLE001 - only Spark's errors about the user's data are turned
@@ -225,7 +230,11 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
     A large test set is scored on Spark (the spec's spark: section decides; without a
     spec, its defaults and RATCHET_SPARK_MASTER): see ratchet.evaluate.spark_scoring.
     """
-    with reporting("evaluate", report_dir):
+    from ratchet.evaluate.report_process import report_process
+
+    # the Evidently reports are built in a process of their own, started first so that it
+    # imports Evidently while this one reads and scores; nothing it makes decides anything
+    with reporting("evaluate", report_dir), report_process() as reports:
         import pandas as pd
 
         from ratchet.contracts import contract_from_text
@@ -260,7 +269,7 @@ def evaluate_step(test_path: str, model_path: str, contract_yaml: str, contract_
 
         evaluation = evaluate_candidate(test, candidate, baseline, contract, baseline_thresholds,
                                         report_dir=out / "reports", train=train, scored=scored,
-                                        threshold_policy=release_policy(thresholds_yaml))
+                                        threshold_policy=release_policy(thresholds_yaml), reports=reports)
         for name, content in evaluation.renderings().items():
             (out / name).write_text(content, encoding="utf-8")
         if evaluation.suggestions is not None:
