@@ -103,11 +103,10 @@ class ReportProcess:
         self._proc.stdin.flush()
 
     def drift(self, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], out_html: Path) -> None:
-        from ratchet.evaluate.reports import drift_sample
+        from ratchet.evaluate.reports import drift_inputs
 
-        cols = [c for c in columns if c in reference.columns and c in current.columns]
-        self._submit("drift", (drift_sample(reference, cols, "reference"), drift_sample(current, cols, "current"),
-                               cols, out_html))
+        reference, current = drift_inputs(reference, current, columns)
+        self._submit("drift", (reference, current, list(reference.columns), out_html))
 
     def slices(self, scored: pd.DataFrame, thresholds: dict[str, Any], masks: dict[str, np.ndarray],
                out_dir: Path) -> None:

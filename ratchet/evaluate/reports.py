@@ -37,20 +37,22 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    cols = [c for c in columns if c in reference.columns and c in current.columns]
+    reference, current = drift_inputs(reference, current, columns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        snapshot = Report([DataDriftPreset()]).run(drift_sample(current, cols, "current"),
-                                                   drift_sample(reference, cols, "reference"))
+        snapshot = Report([DataDriftPreset()]).run(current, reference)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out_html))
     return out_html
 
 
-def drift_sample(frame: pd.DataFrame, columns: list[str], role: str) -> pd.DataFrame:
-    """The rows of `columns` the drift report reads: at most MAX_ROWS, the same sample every
-    time (a sample of a sample is itself, so a process handed it builds the same report)."""
-    return _sample(frame[columns], seed=1 if role == "current" else 2)
+def drift_inputs(reference: pd.DataFrame, current: pd.DataFrame,
+                 columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the drift report reads: the `columns` both frames have, at most MAX_ROWS of each,
+    the same sample every time (a sample of its own output is itself, so a process handed
+    the samples builds the same report)."""
+    cols = [c for c in columns if c in reference.columns and c in current.columns]
+    return _sample(reference[cols], seed=2), _sample(current[cols], seed=1)
 
 
 def _decisions(scores: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,9 @@ from ratchet.data import columns as C
 from ratchet.errors import MissingColumnError
 from ratchet.evaluate.metrics import CARD_PRECISION_PREFIX
 from ratchet.train.trainer import LABEL_COLUMN, predict
+
+if TYPE_CHECKING:
+    from ratchet.evaluate.report_process import ReportBuilder
 
 SLICE_COLUMNS = (C.MERCHANT_ID, C.MERCHANT_CATEGORY, C.COUNTRY, C.CARD_COUNTRY, C.CHANNEL, C.AMOUNT, C.CARD_ID, C.TS)
 DRIFT_REPORT = "data-drift.html"
@@ -99,7 +102,7 @@ def write_reports(scored: pd.DataFrame, verdict: Any, contract: Any, drift: tupl
     return builder.finish()
 
 
-def verdict_reports(builder: Any, scored: pd.DataFrame, verdict: Any, contract: Any, report_dir: Path) -> None:
+def verdict_reports(builder: ReportBuilder, scored: pd.DataFrame, verdict: Any, contract: Any, report_dir: Path) -> None:
     """Ask `builder` (ratchet.evaluate.report_process) for the reports a verdict needs: the
     worst-slices chart and one Evidently comparison per worst slice."""
     from ratchet.evaluate.reports import forest_rows, slice_masks

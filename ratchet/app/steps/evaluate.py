@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ratchet.evaluate.policy_estimates import estimate_metrics, has_logged_decisions, release_estimates
+from ratchet.evaluate.report_process import InProcess, ReportBuilder
 from ratchet.evaluate.scoring import DRIFT_REPORT, Thresholds, headline_metrics, scored_table, verdict_reports
 
 
@@ -53,7 +54,7 @@ class Evaluation:
 def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
                        baseline_thresholds: Thresholds | None = None, *, train: pd.DataFrame | None = None,
                        report_dir: Path | None = None, scored: pd.DataFrame | None = None,
-                       threshold_policy: Any = None, reports: Any = None) -> Evaluation:
+                       threshold_policy: Any = None, reports: ReportBuilder | None = None) -> Evaluation:
     """Score, judge against the contract, write Evidently reports (if report_dir), summarise.
 
     `scored`: the scored table when it was built elsewhere (on Spark, for a large test
@@ -64,7 +65,6 @@ def evaluate_candidate(test: pd.DataFrame, candidate, baseline, contract,
     in this process unless given (the release step hands them to a process of their own).
     """
     from ratchet.contracts import evaluate_contract
-    from ratchet.evaluate.report_process import InProcess
 
     if report_dir is not None:
         reports = reports or InProcess()
