@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
+from ratchet.data.class_archive import archive_path, java_options
+
 if TYPE_CHECKING:
     from ratchet.data.spec import SparkSpec
 
@@ -63,6 +65,11 @@ def get_spark(master: str = "local[2]", app_name: str = "ratchet", conf: dict[st
         # local Python workers (UDFs, xgboost.spark) must run the interpreter that has ratchet
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(conf or {})
+    if not master.startswith("sc://"):  # a driver this process launches maps the class-data archive
+        key = "spark.driver.extraJavaOptions"
+        settings[key] = java_options(settings.get(key, ""), archive_path())
+        if not settings[key]:
+            del settings[key]
     builder = SparkSession.builder.appName(app_name)
     builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
     for key, value in settings.items():
