@@ -66,10 +66,9 @@ def get_spark(master: str = "local[2]", app_name: str = "ratchet", conf: dict[st
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(conf or {})
     if not master.startswith("sc://"):  # a driver this process launches maps the class-data archive
-        key = "spark.driver.extraJavaOptions"
-        settings[key] = java_options(settings.get(key, ""), archive_path())
-        if not settings[key]:
-            del settings[key]
+        options = java_options(settings.get("spark.driver.extraJavaOptions", ""), archive_path())
+        if options:
+            settings["spark.driver.extraJavaOptions"] = options
     builder = SparkSession.builder.appName(app_name)
     builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
     for key, value in settings.items():
